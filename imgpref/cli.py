@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datasets_tools.cli import add_data_commands
 from imgpref.artifacts.cli import add_artifacts_commands
 from imgpref.toy.cli import add_toy_commands
+from imgpref.train.cli import add_train_commands
 
 EPILOG = """\
 Everything runs offline: models load from local folders only (a hub id is refused, never
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
             add_args(p)
         p.set_defaults(handler=handler)
     add_toy_commands(sub)
+    add_train_commands(sub)
     add_artifacts_commands(sub)
     add_data_commands(sub)
     return parser

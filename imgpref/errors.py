@@ -5,5 +5,14 @@ from __future__ import annotations
 from imgpref.config import ConfigError
 from imgpref.models.base import ModelNotFoundError
 from imgpref.outdir import OutputDirError
+from imgpref.train.dpo import NonFiniteLossError
+from imgpref.train.pair_data import PairDataError
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, ModelNotFoundError, OutputDirError, FileNotFoundError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    ModelNotFoundError,
+    OutputDirError,
+    FileNotFoundError,
+    PairDataError,
+    NonFiniteLossError,
+)

@@ -86,6 +86,7 @@ class FamilyAdapter(ABC):
         # imgpref shows its own progress over batches; the pipeline's per-step bar would interleave.
         pipe.set_progress_bar_config(disable=True)
         self.schedule: Schedule = self.make_schedule()
+        self._forward_module: torch.nn.Module | None = None
 
     # ----- construction -------------------------------------------------------------------------
     @classmethod
@@ -118,6 +119,16 @@ class FamilyAdapter(ABC):
     @property
     def denoiser(self) -> torch.nn.Module:
         return getattr(self.pipe, self.denoiser_name)
+
+    @property
+    def forward_module(self) -> torch.nn.Module:
+        """What :meth:`predict` calls: the denoiser, or its accelerate-prepared wrapper (DDP, FSDP) once
+        a recipe sets one with :meth:`set_forward_module`."""
+        return self._forward_module if self._forward_module is not None else self.denoiser
+
+    def set_forward_module(self, module: torch.nn.Module | None) -> None:
+        """Route :meth:`predict` through ``module`` (a wrapper of :attr:`denoiser`); ``None`` undoes it."""
+        self._forward_module = module
 
     @property
     def device(self) -> torch.device:

@@ -134,7 +134,7 @@ class FluxAdapter(FamilyAdapter):
         guidance = None
         if self.denoiser.config.guidance_embeds:
             guidance = torch.full((b,), self.guidance_embed, device=x_t.device, dtype=tokens.dtype)
-        out = self.denoiser(
+        out = self.forward_module(
             hidden_states=tokens,
             # The FLUX transformer scales its timestep by 1000 itself (the pipeline passes t/1000).
             timestep=t.to(tokens.dtype),

@@ -123,7 +123,7 @@ class QwenImageAdapter(FluxAdapter):
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         b, _, h, w = x_t.shape
         tokens, shapes = self._image_tokens(x_t.to(self.dtype), cond)
-        out = self.denoiser(
+        out = self.forward_module(
             hidden_states=tokens,
             encoder_hidden_states=cond["prompt_embeds"].to(self.dtype),
             encoder_hidden_states_mask=cond["prompt_embeds_mask"],

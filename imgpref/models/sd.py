@@ -303,7 +303,7 @@ class SDAdapter(FamilyAdapter):
         added = None
         if self.is_xl:
             added = {"text_embeds": cond["pooled_prompt_embeds"], "time_ids": cond["time_ids"]}
-        return self.denoiser(
+        return self.forward_module(
             x_t.to(self.dtype),
             timestep,
             encoder_hidden_states=cond["prompt_embeds"],

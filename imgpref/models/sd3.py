@@ -127,7 +127,7 @@ class SD3Adapter(FamilyAdapter):
         x_t = x_t.to(self.dtype)
         # The pipeline feeds the scheduler's timesteps, σ·num_train_timesteps (σ = t here), unscaled.
         timestep = t.to(x_t.device, torch.float32) * self.pipe.scheduler.config.num_train_timesteps
-        return self.denoiser(
+        return self.forward_module(
             hidden_states=x_t,
             timestep=timestep,
             encoder_hidden_states=cond["prompt_embeds"],

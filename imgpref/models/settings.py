@@ -7,8 +7,10 @@ from typing import Literal
 
 import torch
 
-from imgpref.models import FAMILIES
+from imgpref.models import FAMILIES, TINY, FamilyAdapter, load_model, resolve_local_path
 
+#: Values of ``model.path`` naming the built-in toy model, and the toy size each selects.
+TOY_PATHS = {"toy": "small", "toy-small": "small", "toy-micro": "micro"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -19,8 +21,9 @@ class ModelSettings:
     family: str = "flux"
     """Model family: flux, flux-kontext, qwen-image, qwen-image-edit, sd, sd3."""
     path: str = "toy"
-    """Local pipeline folder (``save_pretrained`` layout); ``toy`` = the built-in toy model,
-    ``tiny`` = the family's random-init test pipeline. Hub ids are refused: download first."""
+    """Local pipeline folder (``save_pretrained`` layout); ``toy`` (or ``toy-small``) and ``toy-micro`` =
+    the built-in toy model (built and cached on first use; family ``flux``), ``tiny`` = the family's
+    random-init test pipeline. Hub ids are refused: download first."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights and compute precision of the frozen base model."""
     device: str = "auto"
@@ -29,6 +32,29 @@ class ModelSettings:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"model.family must be one of {', '.join(FAMILIES)}; got {self.family!r}")
+        if self.path in TOY_PATHS and self.family != "flux":
+            raise ValueError(f"model.path={self.path!r} is a flux-family model; set model.family=flux")
+
+    @property
+    def is_toy(self) -> bool:
+        """Whether this is the built-in toy model (its prompts can be judged exactly)."""
+        return self.path in TOY_PATHS
+
+    def resolve_path(self) -> str:
+        """The local folder to load (building the toy model on first use), or ``tiny``."""
+        if self.path in TOY_PATHS:
+            from imgpref.toy.build import ensure_toy_model
+
+            return str(ensure_toy_model(TOY_PATHS[self.path]))
+        if self.path == TINY:
+            return TINY
+        return str(resolve_local_path(self.path))
+
+    def load(self, seed: int = 0) -> FamilyAdapter:
+        """Load the model on its device in its dtype."""
+        return load_model(
+            self.family, self.resolve_path(), dtype=self.torch_dtype, device=self.resolve_device(), seed=seed
+        )
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -1,0 +1,44 @@
+"""``imgpref train dpo``: the training recipes on the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DPO_HELP = "Diffusion-DPO on a LoRA from a preference-pair folder (metadata.jsonl + images)"
+DPO_DESCRIPTION = f"""{DPO_HELP}.
+
+The config is a YAML file (presets in configs/dpo/) plus any number of --set section.key=value
+overrides, e.g. --set dpo.beta=5000 --set train.max_steps=500. The output folder gets config.yaml,
+metrics.jsonl, TensorBoard events (tensorboard --logdir OUT/tensorboard), checkpoints/ and lora/
+(diffusers format). Running the same command on the same --out resumes from the last checkpoint;
+SIGTERM (or Ctrl-C once) saves a checkpoint and exits.
+
+Several processes or GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m imgpref ...
+"""
+
+
+def _cmd_dpo(args: argparse.Namespace) -> int:
+    from imgpref.config import load_config
+    from imgpref.train.dpo import train_dpo
+    from imgpref.train.dpo_config import DPOConfig
+
+    config = load_config(DPOConfig, args.config, args.set)
+    summary = train_dpo(config, args.out, progress=not args.quiet)
+    return 0 if summary["stopped"] != "interrupted" else 143
+
+
+def add_train_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``imgpref train dpo``."""
+    train = sub.add_parser("train", help="training recipes: dpo")
+    train_sub = train.add_subparsers(dest="train_command", metavar="RECIPE", title="recipes", required=True)
+    dpo = train_sub.add_parser(
+        "dpo", help=DPO_HELP, description=DPO_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    dpo.add_argument("--config", type=Path, help="YAML config (presets: configs/dpo/*.yaml)")
+    dpo.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
+    )
+    dpo.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier run to resume)")
+    dpo.add_argument("--quiet", action="store_true", help="no progress bars")
+    dpo.set_defaults(handler=_cmd_dpo)

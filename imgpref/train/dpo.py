@@ -1,0 +1,448 @@
+"""Diffusion-DPO on a LoRA (``imgpref train dpo``): one readable recipe, top to bottom.
+
+Per optimiser step, for each pair (winner w, loser l) of the batch (Wallace et al. 2023,
+arXiv 2311.12908; DESIGN.md section 4):
+
+1. take cached latents x₀ʷ, x₀ˡ and the cached conditioning (no VAE or text encoder at train time);
+2. draw one t and one ε per pair (functions of seed and stream position, :mod:`imgpref.train.draws`)
+   and noise winner and loser with the same (t, ε);
+3. run winner and loser in one concatenated forward of the reference (the same network, LoRA
+   disabled, no_grad) and one of the policy (LoRA on);
+4. per-sample errors against the family's target, then :func:`imgpref.losses.diffusion_dpo_loss`.
+
+accelerate handles devices, processes, mixed precision and gradient accumulation; the denoiser is
+prepared by accelerate (DDP/FSDP wrapper) and :meth:`FamilyAdapter.predict` runs through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from peft.utils import set_peft_model_state_dict
+from tqdm.auto import tqdm
+
+from imgpref.config import ConfigError, save_config, to_dict
+from imgpref.losses import bucket_accuracy, diffusion_dpo_loss, implicit_correct, per_sample_error
+from imgpref.models.base import FamilyAdapter, concat_cond
+from imgpref.models.lora import ADAPTER_NAME, attach_lora, lora_state_dict, reference_mode, save_lora
+from imgpref.outdir import atomic_write_text, prepare_out_dir
+from imgpref.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from imgpref.train.dpo_config import DPOConfig
+from imgpref.train.draws import stream_indices, stream_noise, stream_start
+from imgpref.train.latent_cache import EncodedPairs, encode_pairs
+from imgpref.train.metrics_log import MetricsLog
+from imgpref.train.pair_data import check_images, read_pairs
+from imgpref.train.validation import Validator
+
+logger = logging.getLogger(__name__)
+
+COMMAND = "train dpo"
+#: Config keys that may differ when a run is resumed (everything else must match the saved config.yaml).
+RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints")
+#: Window (optimiser steps) over which the both-down warning averages Δ_w.
+BOTH_DOWN_WINDOW = 20
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss was NaN or infinite for too many optimiser steps in a row."""
+
+
+@dataclass
+class Batch:
+    """One micro-batch of pairs on the device: latents, shared (t, ε), conditioning."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    t: torch.Tensor
+    noise: torch.Tensor
+    cond: dict[str, torch.Tensor]
+
+
+def make_batch(
+    data: EncodedPairs, config: DPOConfig, start: int, model: FamilyAdapter, count: int | None = None
+) -> Batch:
+    """The micro-batch at stream position ``start`` (pure function of the data, seed and position)."""
+    count = count or config.train.batch_size
+    idx = stream_indices(start, count, len(data), config.train.seed)
+    t, noise = stream_noise(
+        start,
+        count,
+        tuple(data.chosen.shape[1:]),
+        config.train.seed,
+        kind=config.dpo.timesteps,
+        mu=config.dpo.logit_mean,
+        sigma=config.dpo.logit_std,
+    )
+    dev, dt = model.device, model.dtype
+    return Batch(
+        data.chosen[idx].to(dev),
+        data.rejected[idx].to(dev),
+        t.to(dev),
+        noise.to(dev),
+        {k: v.to(dev, dt) if v.is_floating_point() else v.to(dev) for k, v in data.batch_cond(idx).items()},
+    )
+
+
+def pair_errors(model: FamilyAdapter, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Errors of winners and losers in one concatenated forward, for the current mode of the LoRA:
+    returns (err_w, err_l, noisy input, target) so a caller can reuse the inputs."""
+    x0 = torch.cat([batch.chosen, batch.rejected])
+    noise = torch.cat([batch.noise, batch.noise])  # one ε per pair, shared by its two sides
+    t = torch.cat([batch.t, batch.t])  # one t per pair, shared
+    x_t = model.schedule.add_noise(x0, noise, t)
+    target = model.schedule.target(x0, noise, t)
+    pred = model.predict(x_t.to(model.dtype), t, concat_cond(batch.cond, batch.cond))
+    err = per_sample_error(pred.float(), target.float())
+    b = batch.chosen.shape[0]
+    return err[:b], err[b:], x_t, target
+
+
+def reference_errors(model: FamilyAdapter, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference model's errors (adapters disabled, no_grad) on a batch."""
+    with reference_mode(model):
+        err_w, err_l, _, _ = pair_errors(model, batch)
+    return err_w, err_l
+
+
+def _check_resume_config(out: Path, config: DPOConfig) -> None:
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved, now = _flatten(yaml.safe_load(saved_path.read_text())), _flatten(to_dict(config))
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        detail = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        raise ConfigError(
+            f"--out {str(out)!r} holds a run with a different config ({detail}); resume it with the same "
+            f"config (only {', '.join(RESUMABLE_CHANGES)} may change) or pass a new --out"
+        )
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for k, v in tree.items():
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+class _StopSignal:
+    """Turns SIGTERM into a flag checked at step boundaries (save, then exit cleanly)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopSignal:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, training still works
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _mean_metrics(rows: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> dict[str, float]:
+    """Average metric tensors over micro-batches, steps and processes."""
+    keys = rows[0].keys()
+    stacked = torch.stack([torch.stack([r[k].float() for k in keys]) for r in rows]).mean(0)
+    stacked = accelerator.reduce(stacked.to(accelerator.device), reduction="mean")
+    return {k: float(v) for k, v in zip(keys, stacked.tolist(), strict=True)}
+
+
+def train_dpo(
+    config: DPOConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) Diffusion-DPO and return a summary. ``stop_at_step`` behaves like a SIGTERM
+    arriving during that step (save and exit), for tests of exact resume."""
+    device_is_cpu = config.model.device == "cpu" or not torch.cuda.is_available()
+    accelerator = Accelerator(
+        mixed_precision=config.train.mixed_precision,
+        gradient_accumulation_steps=config.train.grad_accum,
+        cpu=device_is_cpu,
+    )
+    main = accelerator.is_main_process
+    out = Path(out_dir)
+    resumed = False
+    if main:
+        out, resumed = prepare_out_dir(out, COMMAND, resumable=True)
+        _check_resume_config(out, config)
+    accelerator.wait_for_everyone()
+    say = tqdm.write if main else (lambda *_: None)
+
+    # ----- data and model -------------------------------------------------------------------------
+    pairs = read_pairs(config.data.path, config.data.limit)
+    size = check_images(Path(config.data.path), pairs, config.data.resolution)
+    model_path = config.model.resolve_path() if main else None
+    accelerator.wait_for_everyone()  # the main process builds the toy model on first use
+    model_path = config.model.resolve_path()
+    device = accelerator.device if config.model.device == "auto" else config.model.resolve_device()
+    from imgpref.models import load_model
+
+    model = load_model(config.model.family, model_path, dtype=config.model.torch_dtype, device=device)
+    with accelerator.main_process_first():
+        data, cache_entry, hit = encode_pairs(
+            model,
+            model_path,
+            pairs,
+            size,
+            cache_dir=config.data.cache_dir or None,
+            batch_size=config.data.encode_batch_size,
+            progress=progress and main,
+        )
+    state = "cached" if hit else "encoded"
+    say(f"pairs: {len(data)} from {config.data.path} at {size[1]}x{size[0]}; latents {state} in {cache_entry}")
+    # The encoders are never needed again during training: free their memory on the device.
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        if getattr(model.pipe, name, None) is not None and device.type == "cuda":
+            getattr(model.pipe, name).to("cpu")
+
+    params = attach_lora(model, config.lora)
+    if config.train.gradient_checkpointing:
+        model.denoiser.enable_gradient_checkpointing()
+    model.denoiser.train()
+    opt = config.optim
+    optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay, eps=opt.eps)
+    scheduler = get_scheduler(
+        config.optim.schedule,
+        optimizer,
+        num_warmup_steps=config.optim.warmup_steps,
+        num_training_steps=config.train.max_steps,
+    )
+    wrapped, optimizer = accelerator.prepare(model.denoiser, optimizer)
+    model.set_forward_module(wrapped)
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_step = config.train.batch_size * config.train.grad_accum * world
+    say(
+        f"batch: {config.train.batch_size} pairs x {config.train.grad_accum} accumulation x {world} process(es) = "
+        f"{per_step} pairs per step; {config.train.max_steps} steps = "
+        f"{config.train.max_steps * per_step / len(data):.1f} epochs; beta_eff = {_beta_eff(config, data):g} "
+        f"({config.dpo.convention} convention, beta {config.dpo.beta:g})"
+    )
+
+    validator = None
+    if config.validation.every:
+        validator = Validator(model, config.validation, config.guard, is_toy=config.model.is_toy, size=size, out=out)
+
+    # ----- resume ----------------------------------------------------------------------------------
+    start_step = 0
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        lora, state = load_checkpoint(ckpt, _inner(optimizer), scheduler)
+        set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
+        start_step = int(state["step"])
+        if validator is not None and "guard" in state:
+            validator.guard.load_state_dict(state["guard"])
+        say(f"resuming from {ckpt} (step {start_step})")
+    elif resumed:
+        say(f"--out {str(out)!r} holds an earlier run without a checkpoint: starting from step 0")
+    if main:
+        save_config(config, out / "config.yaml")
+    log = MetricsLog(out, enabled=main, resume_step=start_step if (ckpt is not None or resumed) else None)
+
+    def checkpoint(step: int) -> None:
+        if main:
+            state = {"guard": validator.guard.state_dict()} if validator is not None else {}
+            save_checkpoint(
+                out,
+                step,
+                lora=lora_state_dict(model),
+                optimizer=_inner(optimizer),
+                scheduler=scheduler,
+                state=state,
+                keep=config.train.keep_checkpoints,
+                protect=validator.guard.last_passing_checkpoint() if validator is not None else None,
+            )
+            if validator is not None:
+                validator.guard.note_checkpoint(step)
+        accelerator.wait_for_everyone()
+
+    # ----- the loop -------------------------------------------------------------------------------
+    last = config.train.max_steps
+    stop_reason = None
+    nonfinite_run = 0
+    window: list[dict[str, torch.Tensor]] = []
+    t_window: list[torch.Tensor] = []
+    correct_window: list[torch.Tensor] = []
+    delta_w_history: list[float] = []
+    both_down_warned_at = -BOTH_DOWN_WINDOW
+    tick = time.perf_counter()
+    if validator is not None and start_step == 0 and main:
+        metrics, _ = validator.run(0)
+        log.log(0, metrics)
+    bar = tqdm(total=last, initial=start_step, desc="DPO", unit="step", disable=not (progress and main))
+    b, accum = config.train.batch_size, config.train.grad_accum
+    with _StopSignal() as stop:
+        for step in range(start_step, last):
+            skipped = False
+            for micro in range(config.train.grad_accum):
+                start = stream_start(step, micro, rank, batch_size=b, grad_accum=accum, world_size=world)
+                batch = make_batch(data, config, start, model)
+                ref_w, ref_l = reference_errors(model, batch)
+                with accelerator.accumulate(wrapped):
+                    err_w, err_l, _, _ = pair_errors(model, batch)
+                    loss, metrics = diffusion_dpo_loss(
+                        err_w,
+                        err_l,
+                        ref_w,
+                        ref_l,
+                        config.dpo.beta,
+                        convention=config.dpo.convention,
+                        num_elements=_num_elements(config, batch.chosen[0]),
+                        loss_type=config.dpo.loss_type,
+                        loser_weight=config.dpo.loser_weight,
+                        sft_weight=config.dpo.sft_weight,
+                    )
+                    bad = accelerator.reduce(torch.tensor(float(not torch.isfinite(loss)), device=accelerator.device))
+                    if bad.item() > 0 or skipped:
+                        skipped = True  # every process skips the whole step together
+                        continue
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        max_norm = config.optim.max_grad_norm or math.inf
+                        metrics["grad_norm"] = accelerator.clip_grad_norm_(params, max_norm).detach().float()
+                        metrics["lr"] = torch.tensor(scheduler.get_last_lr()[0])
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                window.append({k: v.to(accelerator.device) for k, v in metrics.items()})
+                t_window.append(batch.t.detach())
+                correct_window.append(implicit_correct(err_w.detach(), err_l.detach(), ref_w, ref_l))
+            if skipped:
+                optimizer.zero_grad(set_to_none=True)
+                nonfinite_run += 1
+                say(f"step {step + 1}: non-finite loss, step skipped ({nonfinite_run} in a row)")
+                if nonfinite_run >= config.train.max_nonfinite_steps:
+                    checkpoint(step)
+                    raise NonFiniteLossError(
+                        f"the loss was NaN/inf for {nonfinite_run} optimiser steps in a row (up to step {step + 1}); "
+                        "lower optim.lr or dpo.beta, or use train.mixed_precision=no/bf16 instead of fp16. "
+                        f"The last finite state is saved in {out / 'checkpoints'}"
+                    )
+            else:
+                nonfinite_run = 0
+            scheduler.step()
+            done = step + 1
+            bar.update(1)
+
+            if window and (done % config.train.log_every == 0 or done == last):
+                rows = [r for r in window if "grad_norm" in r] or window
+                common = set.intersection(*(set(r) for r in rows))
+                logged = _mean_metrics([{k: r[k] for k in sorted(common)} for r in rows], accelerator)
+                elapsed = time.perf_counter() - tick
+                logged["pairs_per_s"] = per_step * len(window) / config.train.grad_accum / max(elapsed, 1e-9)
+                acc, counts = bucket_accuracy(
+                    torch.cat(t_window), torch.cat(correct_window), config.dpo.timestep_buckets
+                )
+                for k in range(config.dpo.timestep_buckets):
+                    if counts[k] > 0:
+                        logged[f"accuracy_t{k}"] = float(acc[k])
+                delta_w_history.append(logged["delta_w"])
+                recent = delta_w_history[-max(1, BOTH_DOWN_WINDOW // config.train.log_every) :]
+                winner_up = sum(recent) / len(recent) > 0
+                logged["warn_winner_error_up"] = float(winner_up)
+                if winner_up and done - both_down_warned_at >= BOTH_DOWN_WINDOW and done >= BOTH_DOWN_WINDOW:
+                    both_down_warned_at = done
+                    say(
+                        f"warning (step {done}): the winners' policy error is above their reference error on "
+                        f"average (Δ_w = {sum(recent) / len(recent):.3g} > 0 over the last steps): the both-down "
+                        "pathology; consider a larger dpo.beta, a lower optim.lr, dpo.loser_weight < 1 or "
+                        "dpo.sft_weight > 0"
+                    )
+                log.log(done, logged)
+                bar.set_postfix(loss=f"{logged['loss']:.4f}", acc=f"{logged['implicit_accuracy']:.2f}")
+                window, t_window, correct_window = [], [], []
+                tick = time.perf_counter()
+
+            decision = None
+            if validator is not None and validator.due(done, last):
+                if main:
+                    metrics_v, decision = validator.run(done)
+                    log.log(done, metrics_v)
+                    if decision is not None and decision.action != "continue":
+                        say(decision.message)
+                flag = torch.tensor(float(decision is not None and decision.should_stop), device=accelerator.device)
+                if accelerator.reduce(flag).item() > 0:
+                    checkpoint(done)
+                    stop_reason = "guard"
+                    if decision is not None and decision.action == "restore":
+                        _restore(model, out, decision.restore_step, say)
+                    break
+
+            interrupted = stop.requested or (stop_at_step is not None and done >= stop_at_step)
+            interrupted = accelerator.reduce(torch.tensor(float(interrupted), device=accelerator.device)).item() > 0
+            if interrupted:
+                checkpoint(done)
+                stop_reason = "interrupted"
+                say(f"stopped at step {done}: checkpoint saved; run the same command again to resume")
+                break
+            if config.train.checkpoint_every and done % config.train.checkpoint_every == 0 and done < last:
+                checkpoint(done)
+    bar.close()
+    log.close()
+    model.set_forward_module(None)
+
+    final_step = done if last > start_step else start_step
+    summary = {"steps": final_step, "stopped": stop_reason, "out": str(out), "pairs": len(data)}
+    if stop_reason != "interrupted":
+        if stop_reason is None:
+            checkpoint(final_step)
+        if main:
+            save_lora(model, out / "lora")
+            atomic_write_text(out / "train_summary.json", yaml.safe_dump(summary))
+        say(f"LoRA saved to {out / 'lora'} (diffusers format: pipe.load_lora_weights({str(out / 'lora')!r}))")
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _restore(model: FamilyAdapter, out: Path, step: int | None, say) -> None:
+    """Load the LoRA of the last checkpoint that passed the guard (zeros: the base model)."""
+    from imgpref.train.checkpoint import checkpoint_dir
+
+    if step is None:
+        lora = {k: torch.zeros_like(v) if "lora_B" in k else v for k, v in lora_state_dict(model).items()}
+        set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
+        say("guard: no checkpoint passed; the saved LoRA is the base model (lora_B = 0)")
+        return
+    from safetensors.torch import load_file
+
+    lora = load_file(str(checkpoint_dir(out, step) / "lora.safetensors"))
+    set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
+    say(f"guard: restored the LoRA of step {step}, the last checkpoint that passed")
+
+
+def _inner(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimiser inside accelerate's wrapper (whose state dict is what a checkpoint holds)."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def _beta_eff(config: DPOConfig, data: EncodedPairs) -> float:
+    from imgpref.losses import effective_beta
+
+    return effective_beta(config.dpo.beta, config.dpo.convention, _num_elements(config, data.chosen[0]))
+
+
+def _num_elements(config: DPOConfig, latent: torch.Tensor) -> int | None:
+    """Latent elements per sample, which only the ``sum`` convention uses."""
+    return int(latent.numel()) if config.dpo.convention == "sum" else None
