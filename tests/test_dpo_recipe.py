@@ -222,3 +222,26 @@ def test_two_processes_match_one(pairs, tmp_path):
     a, b = final_lora(one), final_lora(two)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "configs" / "dpo").glob("*.yaml")), ids=lambda p: p.stem)
+def test_dpo_presets_load(preset):
+    cfg = load_config(DPOConfig, preset)
+    assert cfg.dpo.beta > 0 and cfg.train.max_steps > 0
+
+
+def test_winner_error_monitor_warns_on_both_down_and_rate_limits():
+    from imgpref.train.diagnostics import WinnerErrorMonitor
+
+    monitor = WinnerErrorMonitor(window=4, repeat=10)
+    assert monitor.update(1, 0.5) == (False, None), "no verdict before a full window"
+    for step in (2, 3):
+        assert monitor.update(step, -0.1)[1] is None
+    flag, warning = monitor.update(4, 0.2)  # mean over steps 1..4 = 0.125 > 0
+    assert flag and "both-down" in warning and "Δ_w = 0.125" in warning
+    flag, warning = monitor.update(5, 0.2)
+    assert flag and warning is None, "warnings are rate-limited"
+    for step in range(6, 10):
+        flag, _ = monitor.update(step, -1.0)
+    assert not flag, "the flag follows the trailing mean"
+    assert monitor.update(20, 1.0)[1] is not None

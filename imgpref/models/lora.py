@@ -107,4 +107,12 @@ def save_lora(model: FamilyAdapter, directory: str | Path) -> Path:
 
 def load_lora(model: FamilyAdapter, directory: str | Path, adapter_name: str = ADAPTER_NAME) -> None:
     """Load a saved LoRA into the model's pipeline with diffusers' own ``load_lora_weights``."""
-    model.pipe.load_lora_weights(str(directory), adapter_name=adapter_name)
+    from diffusers.utils import logging as diffusers_logging
+
+    # imgpref LoRAs adapt the denoiser only; diffusers warns once per text encoder that it found no keys.
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        model.pipe.load_lora_weights(str(directory), adapter_name=adapter_name)
+    finally:
+        diffusers_logging.set_verbosity(level)

@@ -37,6 +37,7 @@ from imgpref.models.base import FamilyAdapter, concat_cond
 from imgpref.models.lora import ADAPTER_NAME, attach_lora, lora_state_dict, reference_mode, save_lora
 from imgpref.outdir import atomic_write_text, prepare_out_dir
 from imgpref.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from imgpref.train.diagnostics import WinnerErrorMonitor
 from imgpref.train.dpo_config import DPOConfig
 from imgpref.train.draws import stream_indices, stream_noise, stream_start
 from imgpref.train.latent_cache import EncodedPairs, encode_pairs
@@ -49,8 +50,9 @@ logger = logging.getLogger(__name__)
 COMMAND = "train dpo"
 #: Config keys that may differ when a run is resumed (everything else must match the saved config.yaml).
 RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints")
-#: Window (optimiser steps) over which the both-down warning averages Δ_w.
-BOTH_DOWN_WINDOW = 20
+#: Window (optimiser steps) over which the both-down warning averages Δ_w, and the least number of steps
+#: between two such warnings (the metric ``warn_winner_error_up`` is logged at every step regardless).
+BOTH_DOWN_WINDOW, BOTH_DOWN_REPEAT = 20, 200
 
 
 class NonFiniteLossError(RuntimeError):
@@ -286,8 +288,7 @@ def train_dpo(
     window: list[dict[str, torch.Tensor]] = []
     t_window: list[torch.Tensor] = []
     correct_window: list[torch.Tensor] = []
-    delta_w_history: list[float] = []
-    both_down_warned_at = -BOTH_DOWN_WINDOW
+    monitor = WinnerErrorMonitor(BOTH_DOWN_WINDOW, BOTH_DOWN_REPEAT)
     tick = time.perf_counter()
     if validator is not None and start_step == 0 and main:
         metrics, _ = validator.run(0)
@@ -353,23 +354,17 @@ def train_dpo(
                 elapsed = time.perf_counter() - tick
                 logged["pairs_per_s"] = per_step * len(window) / config.train.grad_accum / max(elapsed, 1e-9)
                 acc, counts = bucket_accuracy(
-                    torch.cat(t_window), torch.cat(correct_window), config.dpo.timestep_buckets
+                    accelerator.gather(torch.cat(t_window)),
+                    accelerator.gather(torch.cat(correct_window)),
+                    config.dpo.timestep_buckets,
                 )
                 for k in range(config.dpo.timestep_buckets):
                     if counts[k] > 0:
                         logged[f"accuracy_t{k}"] = float(acc[k])
-                delta_w_history.append(logged["delta_w"])
-                recent = delta_w_history[-max(1, BOTH_DOWN_WINDOW // config.train.log_every) :]
-                winner_up = sum(recent) / len(recent) > 0
-                logged["warn_winner_error_up"] = float(winner_up)
-                if winner_up and done - both_down_warned_at >= BOTH_DOWN_WINDOW and done >= BOTH_DOWN_WINDOW:
-                    both_down_warned_at = done
-                    say(
-                        f"warning (step {done}): the winners' policy error is above their reference error on "
-                        f"average (Δ_w = {sum(recent) / len(recent):.3g} > 0 over the last steps): the both-down "
-                        "pathology; consider a larger dpo.beta, a lower optim.lr, dpo.loser_weight < 1 or "
-                        "dpo.sft_weight > 0"
-                    )
+                flag, warning = monitor.update(done, logged["delta_w"])
+                logged["warn_winner_error_up"] = float(flag)
+                if warning:
+                    say(warning)
                 log.log(done, logged)
                 bar.set_postfix(loss=f"{logged['loss']:.4f}", acc=f"{logged['implicit_accuracy']:.2f}")
                 window, t_window, correct_window = [], [], []
