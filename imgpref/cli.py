@@ -14,6 +14,7 @@ from datasets_tools.cli import add_data_commands
 from imgpref.artifacts.cli import add_artifacts_commands
 from imgpref.toy.cli import add_toy_commands
 from imgpref.train.cli import add_train_commands
+from pipelines.pairs.cli import add_pairs_commands
 
 EPILOG = """\
 Everything runs offline: models load from local folders only (a hub id is refused, never
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(sub)
     add_artifacts_commands(sub)
     add_data_commands(sub)
+    add_pairs_commands(sub)
     return parser
 
 
