@@ -18,8 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	HF_HUB_OFFLINE=1 $(VENV)/bin/imgpref toy build
-	HF_HUB_OFFLINE=1 $(VENV)/bin/imgpref toy eval --out $(OUT)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/imgpref demo --out $(OUT)
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -14,6 +14,7 @@ from datasets_tools.cli import add_data_commands
 from imgpref.artifacts.cli import add_artifacts_commands
 from imgpref.toy.cli import add_toy_commands
 from imgpref.train.cli import add_train_commands
+from pipelines.demo.cli import add_demo_commands
 from pipelines.pairs.cli import add_pairs_commands
 
 EPILOG = """\
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    add_demo_commands(sub)
     for name, (help_text, add_args, handler) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if add_args is not None:

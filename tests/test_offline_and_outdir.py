@@ -78,3 +78,13 @@ def test_cli_help_lists_commands_and_env_runs():
         assert f"    {command}" in help_text
     env = subprocess.run([sys.executable, "-m", "imgpref.cli", "env"], capture_output=True, text=True, check=True)
     assert "torch" in env.stdout and "device" in env.stdout and "hub" in env.stdout
+
+
+def test_help_does_not_import_the_heavy_stack():
+    """``imgpref --help`` stays instant: building the parser imports neither torch nor diffusers."""
+    import subprocess
+    import sys
+
+    code = "import sys, imgpref.cli as c; c.build_parser(); print(sorted({'torch', 'diffusers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -302,3 +302,10 @@ def test_mean_luma_and_image_stats() -> None:
     assert (stats["luma_p01"], stats["luma_p99"]) == (pytest.approx(0.0), pytest.approx(1.0))
     result = judge_mod.judge_batch([white, black], ["a white background", "a black background"])
     np.testing.assert_allclose(result["mean_luma"], [1.0, 0.0])
+
+
+def test_size_names_for_the_command_line_match_the_model_sizes():
+    from imgpref.toy.cache import TOY_SIZES
+    from imgpref.toy.model import SIZES
+
+    assert set(TOY_SIZES) == set(SIZES)

@@ -18,7 +18,8 @@ in tests without weights. Real models load from a local directory only (:func:`r
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -53,6 +54,24 @@ def resolve_local_path(path_or_id: str | Path) -> Path:
         f"model {str(path_or_id)!r} is not a local directory. imgpref loads weights from local paths "
         f"only (no hub downloads): {hint}."
     )
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No per-component loading bars from diffusers and transformers (a local load takes well under a
+    second; imgpref shows progress for its own long work)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    states = [(m, m.is_progress_bar_enabled()) for m in (diffusers_logging, transformers_logging)]
+    for module, _ in states:
+        module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module, enabled in states:
+            if enabled:
+                module.enable_progress_bar()
 
 
 def concat_cond(*conds: Cond) -> Cond:
@@ -95,7 +114,8 @@ class FamilyAdapter(ABC):
     ) -> FamilyAdapter:
         """Load a full pipeline from a local directory (``save_pretrained`` layout)."""
         local = resolve_local_path(path)
-        pipe = cls.pipeline_class.from_pretrained(local, dtype=dtype, local_files_only=True)
+        with _quiet_loading():
+            pipe = cls.pipeline_class.from_pretrained(local, dtype=dtype, local_files_only=True)
         return cls(pipe.to(device))
 
     @classmethod

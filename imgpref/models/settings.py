@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
 
 from imgpref.models import FAMILIES, TINY, FamilyAdapter, load_model, resolve_local_path
 
+#: File every toy model folder holds (its build report).
+TOY_MARKER = "toy_build.json"
 #: Values of ``model.path`` naming the built-in toy model, and the toy size each selects.
 TOY_PATHS = {"toy": "small", "toy-small": "small", "toy-micro": "micro"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -37,8 +40,8 @@ class ModelSettings:
 
     @property
     def is_toy(self) -> bool:
-        """Whether this is the built-in toy model (its prompts can be judged exactly)."""
-        return self.path in TOY_PATHS
+        """Whether this is the built-in toy model, by name or by folder (its prompts can be judged exactly)."""
+        return self.path in TOY_PATHS or (Path(self.path) / TOY_MARKER).is_file()
 
     def resolve_path(self) -> str:
         """The local folder to load (building the toy model on first use), or ``tiny``."""

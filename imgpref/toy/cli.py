@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from imgpref.toy.model import SIZES
+from imgpref.toy.cache import TOY_SIZES
 
 BUILD_HELP = "train (or fetch from the cache) the toy FLUX-family model; prints its folder"
 EVAL_HELP = "judge a model (optionally with a LoRA) on held-out toy prompts; writes eval.json and a grid"
@@ -74,14 +74,14 @@ def add_toy_commands(sub: argparse._SubParsersAction) -> None:
     toy_sub = toy.add_subparsers(dest="toy_command", metavar="SUBCOMMAND", title="subcommands", required=True)
 
     build = toy_sub.add_parser("build", help=BUILD_HELP, description=BUILD_HELP)
-    build.add_argument("--size", choices=sorted(SIZES), default="small", help="micro: tests (~1 min); small: demo")
+    build.add_argument("--size", choices=TOY_SIZES, default="small", help="micro: tests (~1 min); small: demo")
     build.add_argument("--seed", type=int, default=0, help="seed of data, init and training (default 0)")
     build.add_argument("--out", type=Path, help="also copy the model here (default: only the cache)")
     build.set_defaults(handler=_cmd_build)
 
     ev = toy_sub.add_parser("eval", help=EVAL_HELP, description=EVAL_HELP)
     ev.add_argument("--model", default="toy", help="pipeline folder, or 'toy' for the cached toy model (default)")
-    ev.add_argument("--size", choices=sorted(SIZES), default="small", help="toy size when --model toy")
+    ev.add_argument("--size", choices=TOY_SIZES, default="small", help="toy size when --model toy")
     ev.add_argument("--lora", help="LoRA folder saved by imgpref (diffusers format) to load on top")
     ev.add_argument("--n", type=int, default=256, help="number of (prompt, noise seed) samples (default 256)")
     ev.add_argument("--seed", type=int, default=0, help="evaluation seed: same seed, same prompts and noise")

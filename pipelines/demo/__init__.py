@@ -1,0 +1,1 @@
+"""``imgpref demo``: toy model → self-play pairs → Diffusion-DPO LoRA → before/after report."""

@@ -1,0 +1,36 @@
+"""What ``imgpref demo`` runs (kept free of heavy imports: the CLI reads the defaults for ``--help``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DemoSettings:
+    """What the demo runs (defaults: the measured toy recipe; ``imgpref demo --help`` shows the flags)."""
+
+    toy_size: str = "small"
+    """Toy model size: ``small`` (the demo's model) or ``micro`` (fast smoke runs)."""
+    pairs: int = 768
+    """Preference pairs to generate."""
+    corruptions: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "swap_attributes"}])
+    """Corruptions of the loser's prompt (see ``imgpref pairs generate --help``)."""
+    filter_not_better: bool = True
+    """Keep only pairs whose winner the judge rates better than the loser."""
+    beta: float = 1000.0
+    """DPO β (diffusers convention: β_eff = β)."""
+    steps: int = 300
+    """DPO optimiser steps."""
+    batch_size: int = 16
+    """Pairs per step."""
+    lr: float = 1e-3
+    """LoRA learning rate."""
+    rank: int = 16
+    """LoRA rank (alpha = rank)."""
+    validation_prompts: int = 64
+    """Held-out samples judged at each validation point during training (4 points per run)."""
+    n_eval: int = 256
+    """Held-out samples judged for base and tuned."""
+    seed: int = 0
+    """Seed of everything (pairs, training draws, evaluation samples)."""
