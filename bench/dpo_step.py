@@ -11,6 +11,7 @@ memory (CPU: peak resident set size; CUDA: ``torch.cuda.max_memory_allocated``) 
     python bench/dpo_step.py                       # tiny FLUX and the toy small model, CPU
     python bench/dpo_step.py --model flux-full --device cuda --size 1024 --batch 1   # GPU, bf16
 
+``flux-wide`` (FLUX width, 2 + 4 blocks) shows the memory of a second reference copy on a CPU.
 ``flux-full`` is a random-init transformer with the FLUX.1-dev configuration (19 double + 38 single
 blocks, 24 heads of 128), LoRA rank 32 on attention; MFU is reported on CUDA from the formula of
 DESIGN.md section 7 (forward ≈ 2·P·S + 4·L·S²·d FLOPs; backward ≈ 2× forward).
@@ -44,11 +45,15 @@ def build(model_name: str, device: str, dtype: torch.dtype):
         return load_model("flux", str(ensure_toy_model("small")), device=device, dtype=dtype)
     if model_name == "flux-full":
         return _flux_full(device, dtype)
+    if model_name == "flux-wide":
+        return _flux_full(device, dtype, double_blocks=2, single_blocks=4)
     raise SystemExit(f"unknown --model {model_name!r}")
 
 
-def _flux_full(device: str, dtype: torch.dtype):
-    """FLUX.1-dev-sized transformer (random init) inside the tiny pipeline's other parts."""
+def _flux_full(device: str, dtype: torch.dtype, double_blocks: int = 19, single_blocks: int = 38):
+    """FLUX.1-dev-sized transformer (random init) inside the tiny pipeline's other parts; ``flux-wide``
+    keeps FLUX's width (24 heads of 128) with fewer blocks (~1.3 B parameters), to show the reference
+    copy's memory on a CPU."""
     from diffusers import FluxTransformer2DModel
 
     from imgpref.models import load_model
@@ -60,8 +65,8 @@ def _flux_full(device: str, dtype: torch.dtype):
         transformer = FluxTransformer2DModel(
             patch_size=1,
             in_channels=model.pipe.transformer.config.in_channels,
-            num_layers=19,
-            num_single_layers=38,
+            num_layers=double_blocks,
+            num_single_layers=single_blocks,
             attention_head_dim=128,
             num_attention_heads=24,
             joint_attention_dim=text_dim,
@@ -165,7 +170,8 @@ def run_variant(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["tiny", "toy-small"], help="tiny, toy-small, flux-full")
+    models = "tiny, toy-small, flux-wide, flux-full"
+    parser.add_argument("--model", nargs="+", default=["tiny", "toy-small"], help=models)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels")
     parser.add_argument("--batch", type=int, default=8, help="pairs per step")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from imgpref.config import ConfigError
 from imgpref.models.base import ModelNotFoundError
 from imgpref.outdir import OutputDirError
-from imgpref.train.dpo import NonFiniteLossError
 from imgpref.train.pair_data import PairDataError
+from imgpref.train.runtime import NonFiniteLossError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,

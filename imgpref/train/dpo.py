@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from diffusers.optimization import get_scheduler
 from peft.utils import set_peft_model_state_dict
 from tqdm.auto import tqdm
 
-from imgpref.config import ConfigError, save_config, to_dict
+from imgpref.config import save_config
 from imgpref.losses import bucket_accuracy, diffusion_dpo_loss, implicit_correct, per_sample_error
 from imgpref.models.base import FamilyAdapter, concat_cond
 from imgpref.models.lora import ADAPTER_NAME, attach_lora, lora_state_dict, reference_mode, save_lora
@@ -43,20 +42,21 @@ from imgpref.train.draws import stream_indices, stream_noise, stream_start
 from imgpref.train.latent_cache import EncodedPairs, encode_pairs
 from imgpref.train.metrics_log import MetricsLog
 from imgpref.train.pair_data import check_images, read_pairs
+from imgpref.train.runtime import (
+    NonFiniteLossError,
+    StopSignal,
+    check_resume_config,
+    inner_optimizer,
+    restore_lora,
+)
 from imgpref.train.validation import Validator
 
 logger = logging.getLogger(__name__)
 
 COMMAND = "train dpo"
-#: Config keys that may differ when a run is resumed (everything else must match the saved config.yaml).
-RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints")
 #: Window (optimiser steps) over which the both-down warning averages Δ_w, and the least number of steps
 #: between two such warnings (the metric ``warn_winner_error_up`` is logged at every step regardless).
 BOTH_DOWN_WINDOW, BOTH_DOWN_REPEAT = 20, 200
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss was NaN or infinite for too many optimiser steps in a row."""
 
 
 @dataclass
@@ -116,51 +116,6 @@ def reference_errors(model: FamilyAdapter, batch: Batch) -> tuple[torch.Tensor, 
     return err_w, err_l
 
 
-def _check_resume_config(out: Path, config: DPOConfig) -> None:
-    saved_path = out / "config.yaml"
-    if not saved_path.is_file():
-        return
-    saved, now = _flatten(yaml.safe_load(saved_path.read_text())), _flatten(to_dict(config))
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
-        detail = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
-        raise ConfigError(
-            f"--out {str(out)!r} holds a run with a different config ({detail}); resume it with the same "
-            f"config (only {', '.join(RESUMABLE_CHANGES)} may change) or pass a new --out"
-        )
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for k, v in tree.items():
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        return flat
-    return {prefix[:-1]: tree}
-
-
-class _StopSignal:
-    """Turns SIGTERM into a flag checked at step boundaries (save, then exit cleanly)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> _StopSignal:
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler, training still works
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 def _mean_metrics(rows: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> dict[str, float]:
     """Average metric tensors over micro-batches, steps and processes."""
     keys = rows[0].keys()
@@ -189,7 +144,7 @@ def train_dpo(
     resumed = False
     if main:
         out, resumed = prepare_out_dir(out, COMMAND, resumable=True)
-        _check_resume_config(out, config)
+        check_resume_config(out, config)
     accelerator.wait_for_everyone()
     say = tqdm.write if main else (lambda *_: None)
 
@@ -252,7 +207,7 @@ def train_dpo(
     start_step = 0
     ckpt = latest_checkpoint(out)
     if ckpt is not None:
-        lora, state = load_checkpoint(ckpt, _inner(optimizer), scheduler)
+        lora, state = load_checkpoint(ckpt, inner_optimizer(optimizer), scheduler)
         set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
         start_step = int(state["step"])
         if validator is not None and "guard" in state:
@@ -271,7 +226,7 @@ def train_dpo(
                 out,
                 step,
                 lora=lora_state_dict(model),
-                optimizer=_inner(optimizer),
+                optimizer=inner_optimizer(optimizer),
                 scheduler=scheduler,
                 state=state,
                 keep=config.train.keep_checkpoints,
@@ -295,7 +250,7 @@ def train_dpo(
         log.log(0, metrics)
     bar = tqdm(total=last, initial=start_step, desc="DPO", unit="step", disable=not (progress and main))
     b, accum = config.train.batch_size, config.train.grad_accum
-    with _StopSignal() as stop:
+    with StopSignal() as stop:
         for step in range(start_step, last):
             skipped = False
             for micro in range(config.train.grad_accum):
@@ -382,7 +337,7 @@ def train_dpo(
                     checkpoint(done)
                     stop_reason = "guard"
                     if decision is not None and decision.action == "restore":
-                        _restore(model, out, decision.restore_step, say)
+                        restore_lora(model, out, decision.restore_step, say)
                     break
 
             interrupted = stop.requested or (stop_at_step is not None and done >= stop_at_step)
@@ -409,27 +364,6 @@ def train_dpo(
         say(f"LoRA saved to {out / 'lora'} (diffusers format: pipe.load_lora_weights({str(out / 'lora')!r}))")
     accelerator.wait_for_everyone()
     return summary
-
-
-def _restore(model: FamilyAdapter, out: Path, step: int | None, say) -> None:
-    """Load the LoRA of the last checkpoint that passed the guard (zeros: the base model)."""
-    from imgpref.train.checkpoint import checkpoint_dir
-
-    if step is None:
-        lora = {k: torch.zeros_like(v) if "lora_B" in k else v for k, v in lora_state_dict(model).items()}
-        set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
-        say("guard: no checkpoint passed; the saved LoRA is the base model (lora_B = 0)")
-        return
-    from safetensors.torch import load_file
-
-    lora = load_file(str(checkpoint_dir(out, step) / "lora.safetensors"))
-    set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
-    say(f"guard: restored the LoRA of step {step}, the last checkpoint that passed")
-
-
-def _inner(optimizer: Any) -> torch.optim.Optimizer:
-    """The torch optimiser inside accelerate's wrapper (whose state dict is what a checkpoint holds)."""
-    return getattr(optimizer, "optimizer", optimizer)
 
 
 def _beta_eff(config: DPOConfig, data: EncodedPairs) -> float:

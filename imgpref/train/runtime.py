@@ -1,0 +1,91 @@
+"""What every training recipe does the same way around its loop: resume checks, SIGTERM, restoring a
+LoRA, the optimiser inside accelerate's wrapper, and the error for a run of non-finite losses."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from peft.utils import set_peft_model_state_dict
+
+from imgpref.config import ConfigError, to_dict
+from imgpref.models.base import FamilyAdapter
+from imgpref.models.lora import ADAPTER_NAME, lora_state_dict
+
+#: Config keys that may differ when a run is resumed (everything else must match the saved config.yaml).
+RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss was NaN or infinite for too many optimiser steps in a row."""
+
+
+def check_resume_config(out: Path, config: Any, allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> None:
+    """Refuse to resume a run in ``out`` whose saved config differs in keys other than ``allowed``."""
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved, now = flatten(yaml.safe_load(saved_path.read_text())), flatten(to_dict(config))
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in allowed)
+    if changed:
+        detail = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        raise ConfigError(
+            f"--out {str(out)!r} holds a run with a different config ({detail}); resume it with the same "
+            f"config (only {', '.join(allowed)} may change) or pass a new --out"
+        )
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {"a.b.c": value}."""
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for k, v in tree.items():
+            flat.update(flatten(v, f"{prefix}{k}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+class StopSignal:
+    """Turns SIGTERM into a flag checked at step boundaries (save, then exit cleanly)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopSignal:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, training still works
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def restore_lora(model: FamilyAdapter, out: Path, step: int | None, say) -> None:
+    """Load the LoRA of the last checkpoint that passed the guard (zeros: the base model)."""
+    from imgpref.train.checkpoint import checkpoint_dir
+
+    if step is None:
+        lora = {k: torch.zeros_like(v) if "lora_B" in k else v for k, v in lora_state_dict(model).items()}
+        set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
+        say("guard: no checkpoint passed; the saved LoRA is the base model (lora_B = 0)")
+        return
+    from safetensors.torch import load_file
+
+    lora = load_file(str(checkpoint_dir(out, step) / "lora.safetensors"))
+    set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
+    say(f"guard: restored the LoRA of step {step}, the last checkpoint that passed")
+
+
+def inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimiser inside accelerate's wrapper (whose state dict is what a checkpoint holds)."""
+    return getattr(optimizer, "optimizer", optimizer)
