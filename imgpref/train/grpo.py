@@ -32,17 +32,15 @@ import torch
 import yaml
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
-from peft.utils import set_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from imgpref.advantages import group_advantages
 from imgpref.config import ConfigError, save_config
 from imgpref.models.base import Cond, FamilyAdapter, index_cond
-from imgpref.models.lora import ADAPTER_NAME, attach_lora, lora_state_dict, reference_mode, save_lora
+from imgpref.models.lora import attach_lora, reference_mode, save_lora
 from imgpref.outdir import atomic_write_text, prepare_out_dir
 from imgpref.rewards import MultiReward
 from imgpref.sampling.sde import gaussian_kl_same_std
-from imgpref.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from imgpref.train.draws import stream_indices
 from imgpref.train.grpo_config import GRPOConfig, PromptSettings
 from imgpref.train.metrics_log import MetricsLog
@@ -57,10 +55,10 @@ from imgpref.train.rollout import (
     step_noise,
 )
 from imgpref.train.runtime import (
+    Checkpointer,
     NonFiniteLossError,
     StopSignal,
     check_resume_config,
-    inner_optimizer,
     restore_lora,
 )
 from imgpref.train.validation import Validator
@@ -217,37 +215,14 @@ def train_grpo(
         )
 
     # ----- resume ----------------------------------------------------------------------------------
-    start_step = 0
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:
-        lora, state = load_checkpoint(ckpt, inner_optimizer(optimizer), scheduler)
-        set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
-        start_step = int(state["step"])
-        if validator is not None and "guard" in state:
-            validator.guard.load_state_dict(state["guard"])
-        say(f"resuming from {ckpt} (step {start_step})")
-    elif resumed:
-        say(f"--out {str(out)!r} holds an earlier run without a checkpoint: starting from step 0")
+    ckpts = Checkpointer(
+        out, model, optimizer, scheduler, accelerator, validator=validator, keep=config.train.keep_checkpoints
+    )
+    start_step = ckpts.resume(say, resumed)
     if main:
         save_config(config, out / "config.yaml")
-    log = MetricsLog(out, enabled=main, resume_step=start_step if (ckpt is not None or resumed) else None)
-
-    def checkpoint(step: int) -> None:
-        if main:
-            state = {"guard": validator.guard.state_dict()} if validator is not None else {}
-            save_checkpoint(
-                out,
-                step,
-                lora=lora_state_dict(model),
-                optimizer=inner_optimizer(optimizer),
-                scheduler=scheduler,
-                state=state,
-                keep=config.train.keep_checkpoints,
-                protect=validator.guard.last_passing_checkpoint() if validator is not None else None,
-            )
-            if validator is not None:
-                validator.guard.note_checkpoint(step)
-        accelerator.wait_for_everyone()
+    log = MetricsLog(out, enabled=main, resume_step=start_step if (ckpts.found or resumed) else None)
+    checkpoint = ckpts.save
 
     # ----- the loop -------------------------------------------------------------------------------
     last = config.train.max_steps

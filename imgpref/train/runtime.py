@@ -4,6 +4,7 @@ LoRA, the optimiser inside accelerate's wrapper, and the error for a run of non-
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from peft.utils import set_peft_model_state_dict
 from imgpref.config import ConfigError, to_dict
 from imgpref.models.base import FamilyAdapter
 from imgpref.models.lora import ADAPTER_NAME, lora_state_dict
+from imgpref.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 #: Config keys that may differ when a run is resumed (everything else must match the saved config.yaml).
 RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints")
@@ -89,3 +91,57 @@ def restore_lora(model: FamilyAdapter, out: Path, step: int | None, say) -> None
 def inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     """The torch optimiser inside accelerate's wrapper (whose state dict is what a checkpoint holds)."""
     return getattr(optimizer, "optimizer", optimizer)
+
+
+class Checkpointer:
+    """Resume a run from its latest checkpoint and save new ones (LoRA, optimiser, LR scheduler, RNG, the
+    artifact guard's state), the same way for every recipe. Saving happens on the main process; every
+    process waits for it."""
+
+    def __init__(
+        self,
+        out: Path,
+        model: FamilyAdapter,
+        optimizer: Any,
+        scheduler: Any,
+        accelerator: Any,
+        *,
+        validator: Any = None,
+        keep: int,
+    ) -> None:
+        self.out, self.model, self.optimizer, self.scheduler = out, model, optimizer, scheduler
+        self.accelerator, self.validator, self.keep = accelerator, validator, keep
+        self.found = False
+
+    def resume(self, say: Callable[[str], None], resumed: bool) -> int:
+        """Load the latest complete checkpoint if there is one; return the step to continue from."""
+        ckpt = latest_checkpoint(self.out)
+        if ckpt is None:
+            if resumed:
+                say(f"--out {str(self.out)!r} holds an earlier run without a checkpoint: starting from step 0")
+            return 0
+        lora, state = load_checkpoint(ckpt, inner_optimizer(self.optimizer), self.scheduler)
+        set_peft_model_state_dict(self.model.denoiser, lora, adapter_name=ADAPTER_NAME)
+        if self.validator is not None and "guard" in state:
+            self.validator.guard.load_state_dict(state["guard"])
+        self.found = True
+        say(f"resuming from {ckpt} (step {int(state['step'])})")
+        return int(state["step"])
+
+    def save(self, step: int) -> None:
+        """Write checkpoint ``step`` (atomically; older ones beyond ``keep`` are pruned)."""
+        guard = self.validator.guard if self.validator is not None else None
+        if self.accelerator.is_main_process:
+            save_checkpoint(
+                self.out,
+                step,
+                lora=lora_state_dict(self.model),
+                optimizer=inner_optimizer(self.optimizer),
+                scheduler=self.scheduler,
+                state={"guard": guard.state_dict()} if guard is not None else {},
+                keep=self.keep,
+                protect=guard.last_passing_checkpoint() if guard is not None else None,
+            )
+            if guard is not None:
+                guard.note_checkpoint(step)
+        self.accelerator.wait_for_everyone()
