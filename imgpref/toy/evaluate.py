@@ -85,10 +85,18 @@ def evaluate(
     num_steps: int = DEFAULT_STEPS,
     batch_size: int = 64,
     progress: bool = True,
+    desc: str = "generating",
 ) -> tuple[dict[str, float], torch.Tensor, list[str]]:
     """Generate the evaluation set and judge it: (rates, images, prompts)."""
     prompts, seeds = eval_set(n, seed)
     images = generate_for(
-        model, prompts, seeds, cfg_scale=cfg_scale, num_steps=num_steps, batch_size=batch_size, progress=progress
+        model,
+        prompts,
+        seeds,
+        cfg_scale=cfg_scale,
+        num_steps=num_steps,
+        batch_size=batch_size,
+        progress=progress,
+        desc=desc,
     )
     return score(images, prompts), images, prompts

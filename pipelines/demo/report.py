@@ -51,16 +51,34 @@ def _rate_table(base: dict[str, float], tuned: dict[str, float]) -> list[str]:
     return lines
 
 
+def _cfg_table(by_cfg: dict[str, dict]) -> list[str]:
+    lines = [
+        "| CFG | base all-correct | tuned all-correct | change | improved / worse | p (McNemar) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cfg, row in sorted(by_cfg.items(), key=lambda kv: float(kv[0])):
+        t = row["test"]
+        lines.append(
+            f"| {cfg} | {row['base']:.3f} | {row['tuned']:.3f} | {row['tuned'] - row['base']:+.3f} | "
+            f"{t['improved']} / {t['worsened']} | {t['p_value']:.2g} |"
+        )
+    return lines
+
+
 def write_report(out: Path, summary: dict[str, Any]) -> None:
     """``report.md``, ``report.html`` and ``summary.json`` in ``out`` (images already written)."""
     base, tuned, test = summary["base"], summary["tuned"], summary["all_correct_test"]
     settings = summary["settings"]
     header = (
         f"Model: toy `{settings['toy_size']}` ({settings['model']}). Pairs: {settings['pairs']}. "
-        f"DPO: β = {settings['beta']:g} ({settings['convention']} convention), {settings['steps']} steps, "
+        f"DPO: β = {settings['beta']:g} ({settings['convention']} convention), SFT weight "
+        f"{settings['sft_weight']:g}, {settings['steps']} steps, "
         f"lr {settings['lr']:g}, LoRA rank {settings['rank']}."
     )
-    protocol = f"Evaluation: {base['n']} held-out (prompt, noise seed) samples, the same for base and tuned."
+    protocol = (
+        f"Evaluation: {base['n']} held-out (prompt, noise seed) samples, the same for base and tuned, "
+        f"CFG {settings['eval_cfg']:g}, 16 steps (the toy default)."
+    )
     test_line = (
         f"Paired test of all-correct (McNemar exact): {test['improved']} samples improved, {test['worsened']} "
         f"got worse, p = {test['p_value']:.2g}."
@@ -74,6 +92,10 @@ def write_report(out: Path, summary: dict[str, Any]) -> None:
         *_rate_table(base, tuned),
         "",
         test_line,
+        "",
+        "All-correct at other guidance scales (same samples):",
+        "",
+        *_cfg_table(summary["all_correct_by_cfg"]),
         "",
         f"Time: {summary['seconds']['total']:.0f} s in all ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items() if k != "total")
@@ -95,6 +117,10 @@ def write_report(out: Path, summary: dict[str, Any]) -> None:
         for k in EVAL_KEYS
         if k != "n"
     )
+    cfg_rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
+        for line in _cfg_table(summary["all_correct_by_cfg"])[2:]
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>imgpref demo</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
 td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
@@ -103,6 +129,8 @@ img{{max-width:100%;image-rendering:pixelated}}</style></head><body>
 <p>{html.escape(header)}<br>{html.escape(protocol)}</p>
 <table><tr><th>metric</th><th>base</th><th>tuned</th><th>change</th></tr>{rows}</table>
 <p>{html.escape(test_line)}</p>
+<h2>All-correct by guidance scale</h2><table><tr><th>CFG</th><th>base</th><th>tuned</th><th>change</th>
+<th>improved / worse</th><th>p</th></tr>{cfg_rows}</table>
 <h2>Samples (base left, tuned right)</h2><img src="samples_base_vs_tuned.png" width="800">
 <h2>Training diagnostics</h2><img src="dpo_curves.png">
 </body></html>"""

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torchvision.utils import save_image
 
@@ -26,7 +27,7 @@ from imgpref.models.flux import FluxAdapter
 from imgpref.models.lora import load_lora
 from imgpref.outdir import atomic_write_text, prepare_out_dir
 from imgpref.toy.build import ensure_toy_model
-from imgpref.toy.evaluate import evaluate
+from imgpref.toy.evaluate import DEFAULT_CFG, evaluate
 from imgpref.toy.judge import judge_batch
 from imgpref.train.dpo import train_dpo
 from imgpref.train.dpo_config import DPOConfig
@@ -64,6 +65,7 @@ def _dpo_config(s: DemoSettings, model_path: str, pairs_dir: Path) -> DPOConfig:
         # The demo's pairs are its own: keep their encoded latents with them, not in the shared cache.
         f"data.cache_dir={pairs_dir.parent / 'latent_cache'}",
         f"dpo.beta={s.beta}",
+        f"dpo.sft_weight={s.sft_weight}",
         "dpo.convention=diffusers",
         f"optim.lr={s.lr}",
         f"lora.rank={s.rank}",
@@ -78,16 +80,29 @@ def _dpo_config(s: DemoSettings, model_path: str, pairs_dir: Path) -> DPOConfig:
     return load_config(DPOConfig, None, overrides)
 
 
-def _evaluate(model: FluxAdapter, out: Path, name: str, s: DemoSettings) -> tuple[dict, torch.Tensor, list[str]]:
-    """Judge rates of one model (cached in ``eval_<name>.json`` + images tensor, so a rerun skips it)."""
-    rates_file, images_file = out / f"eval_{name}.json", out / f"eval_{name}.pt"
+def _evaluate(
+    model: FluxAdapter, out: Path, name: str, s: DemoSettings, cfg: float
+) -> tuple[dict, torch.Tensor, list[str]]:
+    """Judge rates of one model at one guidance scale, cached in ``evaluation/`` so a rerun skips it."""
+    folder = out / "evaluation"
+    rates_file, images_file = folder / f"{name}_cfg{cfg:g}.json", folder / f"{name}_cfg{cfg:g}.pt"
     if rates_file.is_file() and images_file.is_file():
-        saved = torch.load(images_file, weights_only=True)
-        return json.loads(rates_file.read_text()), saved["images"], list(json.loads(rates_file.read_text())["prompts"])
-    rates, images, prompts = evaluate(model, n=s.n_eval, seed=s.seed, progress=True)
+        saved = json.loads(rates_file.read_text())
+        return saved, torch.load(images_file, weights_only=True)["images"], saved["prompts"]
+    rates, images, prompts = evaluate(model, n=s.n_eval, seed=s.seed, cfg_scale=cfg, desc=f"{name}, CFG {cfg:g}")
+    folder.mkdir(exist_ok=True)
     torch.save({"images": images}, images_file)
     atomic_write_text(rates_file, json.dumps({**rates, "prompts": prompts}, indent=1) + "\n")
     return {**rates, "prompts": prompts}, images, prompts
+
+
+def _judge_all(model: FluxAdapter, out: Path, name: str, s: DemoSettings) -> dict[float, tuple]:
+    return {cfg: _evaluate(model, out, name, s, cfg) for cfg in dict.fromkeys((DEFAULT_CFG, *s.extra_cfgs))}
+
+
+def _correct(result: tuple) -> np.ndarray:
+    _, images, prompts = result
+    return judge_batch(images, prompts)["all_correct"]
 
 
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None) -> dict[str, Any]:
@@ -117,14 +132,21 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None) -> dict[
     print(f"[4/4] judging base and tuned on the same {s.n_eval} held-out prompts and noise seeds")
     tick = time.perf_counter()
     model = FluxAdapter.from_pretrained(model_path)
-    base, base_images, prompts = _evaluate(model, out, "base", s)
+    base_all = _judge_all(model, out, "base", s)
     load_lora(model, dpo_dir / "lora")
-    tuned, tuned_images, _ = _evaluate(model, out, "tuned", s)
+    tuned_all = _judge_all(model, out, "tuned", s)
     seconds["evaluation"] = time.perf_counter() - tick
     seconds["total"] = time.perf_counter() - start
 
-    base_ok = judge_batch(base_images, prompts)["all_correct"]
-    tuned_ok = judge_batch(tuned_images, prompts)["all_correct"]
+    (base, base_images, _), (tuned, tuned_images, _) = base_all[DEFAULT_CFG], tuned_all[DEFAULT_CFG]
+    by_cfg = {
+        f"{cfg:g}": {
+            "base": base_all[cfg][0]["all_correct"],
+            "tuned": tuned_all[cfg][0]["all_correct"],
+            "test": paired_test(_correct(base_all[cfg]), _correct(tuned_all[cfg])),
+        }
+        for cfg in base_all
+    }
     side_by_side(base_images, tuned_images, out / "samples_base_vs_tuned.png")
     save_image(tuned_images[:64], out / "tuned_grid.png", nrow=8, padding=1)
     plot_dpo_curves(read_metrics(dpo_dir), out / "dpo_curves.png", title=f"DPO on toy {s.toy_size}, beta {s.beta:g}")
@@ -132,7 +154,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None) -> dict[
     summary = {
         "base": strip[0],
         "tuned": strip[1],
-        "all_correct_test": paired_test(base_ok, tuned_ok),
+        "all_correct_test": by_cfg[f"{DEFAULT_CFG:g}"]["test"],
+        "all_correct_by_cfg": by_cfg,
         "pairs": {k: v for k, v in pair_summary.items() if isinstance(v, (int, float, str))},
         "settings": {
             "toy_size": s.toy_size,
@@ -141,12 +164,14 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None) -> dict[
             "corruptions": s.corruptions,
             "filter_not_better": s.filter_not_better,
             "beta": s.beta,
+            "sft_weight": s.sft_weight,
             "convention": config.dpo.convention,
             "steps": s.steps,
             "batch_size": s.batch_size,
             "lr": s.lr,
             "rank": s.rank,
             "seed": s.seed,
+            "eval_cfg": DEFAULT_CFG,
             "pairs_dir": str(pairs_dir),
             "dpo_dir": str(dpo_dir),
         },

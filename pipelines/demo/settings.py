@@ -8,18 +8,24 @@ from typing import Any
 
 @dataclass
 class DemoSettings:
-    """What the demo runs (defaults: the measured toy recipe; ``imgpref demo --help`` shows the flags)."""
+    """What the demo runs; ``imgpref demo --help`` shows the flags.
+
+    The defaults are the best of the configurations measured on the toy ``small`` model (README, "The
+    demo"): generic-prompt losers, pairs the judge confirms, and a winner denoising term (``sft_weight``)
+    that keeps the winners' error from climbing (without it the run falls into the both-down state)."""
 
     toy_size: str = "small"
     """Toy model size: ``small`` (the demo's model) or ``micro`` (fast smoke runs)."""
     pairs: int = 768
     """Preference pairs to generate."""
-    corruptions: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "swap_attributes"}])
+    corruptions: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "generic_prompt"}])
     """Corruptions of the loser's prompt (see ``imgpref pairs generate --help``)."""
     filter_not_better: bool = True
     """Keep only pairs whose winner the judge rates better than the loser."""
     beta: float = 1000.0
     """DPO β (diffusers convention: β_eff = β)."""
+    sft_weight: float = 1000.0
+    """Weight of the denoising loss on winners added to the DPO loss (comparable to β: both scale errors)."""
     steps: int = 300
     """DPO optimiser steps."""
     batch_size: int = 16
@@ -30,6 +36,8 @@ class DemoSettings:
     """LoRA rank (alpha = rank)."""
     validation_prompts: int = 64
     """Held-out samples judged at each validation point during training (4 points per run)."""
+    extra_cfgs: tuple[float, ...] = (1.0, 2.0)
+    """Guidance scales at which all-correct is also compared (the headline uses the toy default, CFG 3)."""
     n_eval: int = 256
     """Held-out samples judged for base and tuned."""
     seed: int = 0
