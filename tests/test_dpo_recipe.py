@@ -245,3 +245,39 @@ def test_winner_error_monitor_warns_on_both_down_and_rate_limits():
         flag, _ = monitor.update(step, -1.0)
     assert not flag, "the flag follows the trailing mean"
     assert monitor.update(20, 1.0)[1] is not None
+
+
+def test_artifact_guard_runs_at_validation_and_stops_the_run(pairs, tmp_path, monkeypatch):
+    """The recipe hands validation and base images to the guard and stops when it says so (the detectors
+    themselves are tested in test_artifacts.py; here a trip is forced after the guard measured the images)."""
+    from imgpref.artifacts.guard import ArtifactGuard
+
+    measured = []
+    real = ArtifactGuard.measure_set
+
+    def tripping(self, tuned, base, groups=None):
+        metrics, _ = real(self, tuned, base, groups)
+        measured.append((len(tuned), len(base), list(groups)))
+        return metrics, ("darker",)
+
+    monkeypatch.setattr(ArtifactGuard, "measure_set", tripping)
+    out = tmp_path / "run"
+    prompt = "a red circle at the top left on a white background"
+    cfg = config(
+        pairs,
+        tmp_path,
+        "train.max_steps=6",
+        "validation.every=2",
+        f"validation.prompts=[{prompt}]",
+        "validation.seeds_per_prompt=2",
+        "guard.every=2",
+        "guard.action=stop",
+    )
+    summary = train_dpo(cfg, out, progress=False)
+    assert summary["stopped"] == "guard" and summary["steps"] == 2
+    assert measured == [(2, 2, [prompt, prompt])]
+    rows = [r for r in read_metrics(out) if "artifacts/passed" in r]
+    assert [r["step"] for r in rows] == [2] and rows[0]["artifacts/passed"] == 0.0
+    assert "artifacts/mean_luma" in rows[0]
+    assert (out / "validation" / "base.png").is_file() and (out / "validation" / "step-000002.png").is_file()
+    assert (out / "checkpoints" / "step-000002").is_dir() and (out / "lora").is_dir()

@@ -93,7 +93,7 @@ class Validator:
             rates = score(images, self.prompts)
             metrics.update({f"val/{k}": float(rates[k]) for k in EVAL_KEYS if k != "n"})
         decision = None
-        if self.guard.due(step):
+        if step > 0 and self.guard.due(step):  # at step 0 the policy is the base: nothing to compare
             decision = self.guard.check(step, images, self.base_images(), groups=self.prompts)
             metrics.update(decision.metrics)
         return metrics, decision
