@@ -281,3 +281,28 @@ def test_artifact_guard_runs_at_validation_and_stops_the_run(pairs, tmp_path, mo
     assert "artifacts/mean_luma" in rows[0]
     assert (out / "validation" / "base.png").is_file() and (out / "validation" / "step-000002.png").is_file()
     assert (out / "checkpoints" / "step-000002").is_dir() and (out / "lora").is_dir()
+
+
+def test_precomputed_reference_errors_give_identical_training(pairs, tmp_path):
+    """Reference errors depend only on the draws: passing them precomputed changes nothing, bit for bit."""
+    cfg = config(pairs, tmp_path, "train.max_steps=3")
+    model = load_model("flux", "tiny")
+    data, _, _ = encode_pairs(model, "tiny", read_pairs(pairs), (32, 32), cache_dir=tmp_path / "cache", progress=False)
+    table = {}
+    for step in range(3):
+        start = step * cfg.train.batch_size
+        with torch.no_grad():  # the base model (no LoRA) is the reference
+            err_w, err_l, _, _ = pair_errors(model, make_batch(data, cfg, start, model))
+        table[start] = (err_w, err_l)
+    used = []
+
+    def lookup(start, batch):
+        used.append(start)
+        return table[start]
+
+    train_dpo(cfg, tmp_path / "computed", progress=False)
+    train_dpo(cfg, tmp_path / "reused", progress=False, reference=lookup)
+    assert used == sorted(table)
+    a, b = final_lora(tmp_path / "computed"), final_lora(tmp_path / "reused")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

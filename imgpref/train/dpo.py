@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ class Batch:
     t: torch.Tensor
     noise: torch.Tensor
     cond: dict[str, torch.Tensor]
+
+
+#: ``(stream position, batch) -> (reference errors of winners, of losers)``, each [B] float32.
+ReferenceErrors = Callable[[int, "Batch"], tuple[torch.Tensor, torch.Tensor]]
 
 
 def make_batch(
@@ -128,9 +133,14 @@ def train_dpo(
     *,
     progress: bool = True,
     stop_at_step: int | None = None,
+    reference: ReferenceErrors | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) Diffusion-DPO and return a summary. ``stop_at_step`` behaves like a SIGTERM
-    arriving during that step (save and exit), for tests of exact resume."""
+    arriving during that step (save and exit), for tests of exact resume.
+
+    ``reference(start, batch)`` returns the reference model's errors (err_w, err_l) of the micro-batch
+    at stream position ``start``; by default they are computed each step with the LoRA disabled. They do
+    not depend on β or the optimiser, so a sweep computes them once for its draws and passes them here."""
     device_is_cpu = config.model.device == "cpu" or not torch.cuda.is_available()
     accelerator = Accelerator(
         mixed_precision=config.train.mixed_precision,
@@ -231,7 +241,7 @@ def train_dpo(
             for micro in range(config.train.grad_accum):
                 start = stream_start(step, micro, rank, batch_size=b, grad_accum=accum, world_size=world)
                 batch = make_batch(data, config, start, model)
-                ref_w, ref_l = reference_errors(model, batch)
+                ref_w, ref_l = reference(start, batch) if reference else reference_errors(model, batch)
                 with accelerator.accumulate(wrapped):
                     err_w, err_l, _, _ = pair_errors(model, batch)
                     loss, metrics = diffusion_dpo_loss(
