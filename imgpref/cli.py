@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from datasets_tools.cli import add_data_commands
 from imgpref.artifacts.cli import add_artifacts_commands
+from imgpref.sweep.cli import add_sweep_commands
 from imgpref.toy.cli import add_toy_commands
 from imgpref.train.cli import add_train_commands
 from pipelines.demo.cli import add_demo_commands
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
     add_toy_commands(sub)
     add_train_commands(sub)
+    add_sweep_commands(sub)
     add_artifacts_commands(sub)
     add_data_commands(sub)
     add_pairs_commands(sub)

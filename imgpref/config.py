@@ -141,6 +141,16 @@ def _set_dotted(tree: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def build_config(cls: type[T], tree: Mapping[str, Any], prefix: str = "") -> T:
+    """Build config ``cls`` from an already-parsed tree (errors name keys under ``prefix``)."""
+    return _build(cls, tree, prefix)
+
+
+def set_dotted(tree: dict, path: list[str], value: Any) -> None:
+    """Set ``tree[path[0]][path[1]]... = value``, creating sections on the way."""
+    _set_dotted(tree, path, value)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from a file, with errors that name the file (and line, for syntax errors)."""
     path = Path(path)
