@@ -306,3 +306,16 @@ def test_precomputed_reference_errors_give_identical_training(pairs, tmp_path):
     a, b = final_lora(tmp_path / "computed"), final_lora(tmp_path / "reused")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_lora_init_follows_the_seed_not_the_process_rng(pairs, tmp_path):
+    """Two runs with one seed train the same LoRA even when the global RNG was used differently before
+    (a model loaded from a folder draws nothing from the RNG; peft's LoRA init does)."""
+    folder = tmp_path / "model"
+    load_model("flux", "tiny").pipe.save_pretrained(folder)
+    runs = []
+    for name, draws in (("a", 0), ("b", 1000)):
+        torch.rand(draws)  # a different state of the global RNG before each run
+        train_dpo(config(pairs, tmp_path, "train.max_steps=1", f"model.path={folder}"), tmp_path / name, progress=False)
+        runs.append(final_lora(tmp_path / name))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])

@@ -183,6 +183,8 @@ def train_dpo(
         if getattr(model.pipe, name, None) is not None and device.type == "cuda":
             getattr(model.pipe, name).to("cpu")
 
+    # peft draws the LoRA's A matrices from the global RNG, whose start state differs per process.
+    torch.manual_seed(config.train.seed)
     params = attach_lora(model, config.lora)
     if config.train.gradient_checkpointing:
         model.denoiser.enable_gradient_checkpointing()

@@ -188,6 +188,8 @@ def train_grpo(
     window = r.window()
     uncond = model.encode_prompts([""]) if r.cfg > 1 else None
 
+    # peft draws the LoRA's A matrices from the global RNG, whose start state differs per process.
+    torch.manual_seed(config.train.seed)
     params = attach_lora(model, config.lora)
     if config.train.gradient_checkpointing:
         model.denoiser.enable_gradient_checkpointing()
