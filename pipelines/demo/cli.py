@@ -40,16 +40,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks and shows each option's default."""
+
+
 def add_demo_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``imgpref demo``."""
     from pipelines.demo.settings import DemoSettings
 
     d = DemoSettings()
     defaults = {f.name: getattr(d, f.name) for f in dataclasses.fields(d)}
-    demo = sub.add_parser(
-        "demo", help=DEMO_HELP, description=DEMO_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    demo = sub.add_parser("demo", help=DEMO_HELP, description=DEMO_DESCRIPTION, formatter_class=_HelpFormatter)
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     demo.add_argument("--size", choices=("small", "micro"), default=defaults["toy_size"], help="toy model size")
     demo.add_argument("--pairs", type=int, default=defaults["pairs"], help="preference pairs to generate")
     demo.add_argument("--beta", type=float, default=defaults["beta"], help="DPO beta (diffusers convention)")
