@@ -25,16 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import Accelerator
-from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from imgpref.config import save_config
 from imgpref.losses import bucket_accuracy, diffusion_dpo_loss, implicit_correct, per_sample_error
 from imgpref.models.base import FamilyAdapter, concat_cond
-from imgpref.models.lora import attach_lora, reference_mode, save_lora
-from imgpref.outdir import atomic_write_text, prepare_out_dir
+from imgpref.models.lora import reference_mode
 from imgpref.train.diagnostics import WinnerErrorMonitor
 from imgpref.train.dpo_config import DPOConfig
 from imgpref.train.draws import stream_indices, stream_noise, stream_start
@@ -45,8 +42,10 @@ from imgpref.train.runtime import (
     Checkpointer,
     NonFiniteLossError,
     StopSignal,
-    check_resume_config,
-    restore_lora,
+    after_step,
+    finish_run,
+    open_run,
+    train_lora,
 )
 from imgpref.train.validation import Validator
 
@@ -148,13 +147,7 @@ def train_dpo(
         cpu=device_is_cpu,
     )
     main = accelerator.is_main_process
-    out = Path(out_dir)
-    resumed = False
-    if main:
-        out, resumed = prepare_out_dir(out, COMMAND, resumable=True)
-        check_resume_config(out, config)
-    accelerator.wait_for_everyone()
-    say = tqdm.write if main else (lambda *_: None)
+    out, resumed, say = open_run(out_dir, COMMAND, config, accelerator)
 
     # ----- data and model -------------------------------------------------------------------------
     pairs = read_pairs(config.data.path, config.data.limit)
@@ -183,22 +176,7 @@ def train_dpo(
         if getattr(model.pipe, name, None) is not None and device.type == "cuda":
             getattr(model.pipe, name).to("cpu")
 
-    # peft draws the LoRA's A matrices from the global RNG, whose start state differs per process.
-    torch.manual_seed(config.train.seed)
-    params = attach_lora(model, config.lora)
-    if config.train.gradient_checkpointing:
-        model.denoiser.enable_gradient_checkpointing()
-    model.denoiser.train()
-    opt = config.optim
-    optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay, eps=opt.eps)
-    scheduler = get_scheduler(
-        config.optim.schedule,
-        optimizer,
-        num_warmup_steps=config.optim.warmup_steps,
-        num_training_steps=config.train.max_steps,
-    )
-    wrapped, optimizer = accelerator.prepare(model.denoiser, optimizer)
-    model.set_forward_module(wrapped)
+    params, optimizer, scheduler, wrapped = train_lora(model, config, accelerator, config.train.max_steps)
 
     world, rank = accelerator.num_processes, accelerator.process_index
     per_step = config.train.batch_size * config.train.grad_accum * world
@@ -221,7 +199,6 @@ def train_dpo(
     if main:
         save_config(config, out / "config.yaml")
     log = MetricsLog(out, enabled=main, resume_step=start_step if (ckpts.found or resumed) else None)
-    checkpoint = ckpts.save
 
     # ----- the loop -------------------------------------------------------------------------------
     last = config.train.max_steps
@@ -277,7 +254,7 @@ def train_dpo(
                 nonfinite_run += 1
                 say(f"step {step + 1}: non-finite loss, step skipped ({nonfinite_run} in a row)")
                 if nonfinite_run >= config.train.max_nonfinite_steps:
-                    checkpoint(step)
+                    ckpts.save(step)
                     raise NonFiniteLossError(
                         f"the loss was NaN/inf for {nonfinite_run} optimiser steps in a row (up to step {step + 1}); "
                         "lower optim.lr or dpo.beta, or use train.mixed_precision=no/bf16 instead of fp16. "
@@ -312,45 +289,27 @@ def train_dpo(
                 window, t_window, correct_window = [], [], []
                 tick = time.perf_counter()
 
-            decision = None
-            if validator is not None and validator.due(done, last):
-                if main:
-                    metrics_v, decision = validator.run(done)
-                    log.log(done, metrics_v)
-                    if decision is not None and decision.action != "continue":
-                        say(decision.message)
-                flag = torch.tensor(float(decision is not None and decision.should_stop), device=accelerator.device)
-                if accelerator.reduce(flag).item() > 0:
-                    checkpoint(done)
-                    stop_reason = "guard"
-                    if decision is not None and decision.action == "restore":
-                        restore_lora(model, out, decision.restore_step, say)
-                    break
-
-            interrupted = stop.requested or (stop_at_step is not None and done >= stop_at_step)
-            interrupted = accelerator.reduce(torch.tensor(float(interrupted), device=accelerator.device)).item() > 0
-            if interrupted:
-                checkpoint(done)
-                stop_reason = "interrupted"
-                say(f"stopped at step {done}: checkpoint saved; run the same command again to resume")
+            stop_reason = after_step(
+                done,
+                last,
+                accelerator=accelerator,
+                validator=validator,
+                log=log,
+                checkpoints=ckpts,
+                model=model,
+                say=say,
+                stop_requested=stop.requested or (stop_at_step is not None and done >= stop_at_step),
+                checkpoint_every=config.train.checkpoint_every,
+            )
+            if stop_reason:
                 break
-            if config.train.checkpoint_every and done % config.train.checkpoint_every == 0 and done < last:
-                checkpoint(done)
     bar.close()
     log.close()
     model.set_forward_module(None)
 
     final_step = done if last > start_step else start_step
     summary = {"steps": final_step, "stopped": stop_reason, "out": str(out), "pairs": len(data)}
-    if stop_reason != "interrupted":
-        if stop_reason is None:
-            checkpoint(final_step)
-        if main:
-            save_lora(model, out / "lora")
-            atomic_write_text(out / "train_summary.json", yaml.safe_dump(summary))
-        say(f"LoRA saved to {out / 'lora'} (diffusers format: pipe.load_lora_weights({str(out / 'lora')!r}))")
-    accelerator.wait_for_everyone()
-    return summary
+    return finish_run(summary, model=model, accelerator=accelerator, checkpoints=ckpts, say=say)
 
 
 def _beta_eff(config: DPOConfig, data: EncodedPairs) -> float:

@@ -29,16 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import Accelerator
-from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from imgpref.advantages import group_advantages
 from imgpref.config import ConfigError, save_config
 from imgpref.models.base import Cond, FamilyAdapter, index_cond
-from imgpref.models.lora import attach_lora, reference_mode, save_lora
-from imgpref.outdir import atomic_write_text, prepare_out_dir
+from imgpref.models.lora import reference_mode
 from imgpref.rewards import MultiReward
 from imgpref.sampling.sde import gaussian_kl_same_std
 from imgpref.train.draws import stream_indices
@@ -58,8 +55,10 @@ from imgpref.train.runtime import (
     Checkpointer,
     NonFiniteLossError,
     StopSignal,
-    check_resume_config,
-    restore_lora,
+    after_step,
+    finish_run,
+    open_run,
+    train_lora,
 )
 from imgpref.train.validation import Validator
 
@@ -161,13 +160,7 @@ def train_grpo(
             f"train.grad_accum = {per_update}"
         )
     updates_per_epoch = local_samples // per_update
-    out = Path(out_dir)
-    resumed = False
-    if main:
-        out, resumed = prepare_out_dir(out, COMMAND, resumable=True)
-        check_resume_config(out, config)
-    accelerator.wait_for_everyone()
-    say = tqdm.write if main else (lambda *_: None)
+    out, resumed, say = open_run(out_dir, COMMAND, config, accelerator)
 
     # ----- prompts, rewards, model -----------------------------------------------------------------
     prompts = load_prompts(config.prompts)
@@ -188,20 +181,9 @@ def train_grpo(
     window = r.window()
     uncond = model.encode_prompts([""]) if r.cfg > 1 else None
 
-    # peft draws the LoRA's A matrices from the global RNG, whose start state differs per process.
-    torch.manual_seed(config.train.seed)
-    params = attach_lora(model, config.lora)
-    if config.train.gradient_checkpointing:
-        model.denoiser.enable_gradient_checkpointing()
-    model.denoiser.train()
-    opt = config.optim
-    optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay, eps=opt.eps)
-    total_updates = config.train.max_steps * config.grpo.inner_epochs * updates_per_epoch
-    scheduler = get_scheduler(
-        opt.schedule, optimizer, num_warmup_steps=opt.warmup_steps, num_training_steps=total_updates
+    params, optimizer, scheduler, wrapped = train_lora(
+        model, config, accelerator, config.train.max_steps * config.grpo.inner_epochs * updates_per_epoch
     )
-    wrapped, optimizer = accelerator.prepare(model.denoiser, optimizer)
-    model.set_forward_module(wrapped)
     say(
         f"rollout: {r.prompts_per_step} prompts x {r.group_size} samples = {r.samples} per step over {world} "
         f"process(es); {r.steps} sampling steps, window {window[0]}..{window[-1]} ({sampler.sampler}); "
@@ -224,7 +206,6 @@ def train_grpo(
     if main:
         save_config(config, out / "config.yaml")
     log = MetricsLog(out, enabled=main, resume_step=start_step if (ckpts.found or resumed) else None)
-    checkpoint = ckpts.save
 
     # ----- the loop -------------------------------------------------------------------------------
     last = config.train.max_steps
@@ -290,7 +271,7 @@ def train_grpo(
                 count = sum(skipped)
                 say(f"step {step + 1}: {count} update(s) with a non-finite loss skipped ({nonfinite_run} in a row)")
                 if nonfinite_run >= config.train.max_nonfinite_steps:
-                    checkpoint(step)
+                    ckpts.save(step)
                     raise NonFiniteLossError(
                         f"the loss was NaN/inf for {nonfinite_run} optimiser steps in a row (up to rollout step "
                         f"{step + 1}); lower optim.lr or grpo.clip_range, or use train.mixed_precision=no/bf16. "
@@ -314,44 +295,26 @@ def train_grpo(
                 bar.set_postfix(reward=f"{logged['reward/total']:.3f}", ratio=f"{logged.get('ratio_max', 1):.4f}")
                 rows = []
 
-            decision = None
-            if validator is not None and validator.due(done, last):
-                if main:
-                    metrics_v, decision = validator.run(done)
-                    log.log(done, metrics_v)
-                    if decision is not None and decision.action != "continue":
-                        say(decision.message)
-                flag = torch.tensor(float(decision is not None and decision.should_stop), device=accelerator.device)
-                if accelerator.reduce(flag).item() > 0:
-                    checkpoint(done)
-                    stop_reason = "guard"
-                    if decision is not None and decision.action == "restore":
-                        restore_lora(model, out, decision.restore_step, say)
-                    break
-
-            interrupted = stop.requested or (stop_at_step is not None and done >= stop_at_step)
-            interrupted = accelerator.reduce(torch.tensor(float(interrupted), device=accelerator.device)).item() > 0
-            if interrupted:
-                checkpoint(done)
-                stop_reason = "interrupted"
-                say(f"stopped at step {done}: checkpoint saved; run the same command again to resume")
+            stop_reason = after_step(
+                done,
+                last,
+                accelerator=accelerator,
+                validator=validator,
+                log=log,
+                checkpoints=ckpts,
+                model=model,
+                say=say,
+                stop_requested=stop.requested or (stop_at_step is not None and done >= stop_at_step),
+                checkpoint_every=config.train.checkpoint_every,
+            )
+            if stop_reason:
                 break
-            if config.train.checkpoint_every and done % config.train.checkpoint_every == 0 and done < last:
-                checkpoint(done)
     bar.close()
     log.close()
     model.set_forward_module(None)
 
     summary = {"steps": done, "stopped": stop_reason, "out": str(out), "prompts": len(prompts)}
-    if stop_reason != "interrupted":
-        if stop_reason is None:
-            checkpoint(done)
-        if main:
-            save_lora(model, out / "lora")
-            atomic_write_text(out / "train_summary.json", yaml.safe_dump(summary))
-        say(f"LoRA saved to {out / 'lora'} (diffusers format: pipe.load_lora_weights({str(out / 'lora')!r}))")
-    accelerator.wait_for_everyone()
-    return summary
+    return finish_run(summary, model=model, accelerator=accelerator, checkpoints=ckpts, say=say)
 
 
 def _train_on_rollout(

@@ -1,5 +1,6 @@
-"""What every training recipe does the same way around its loop: resume checks, SIGTERM, restoring a
-LoRA, the optimiser inside accelerate's wrapper, and the error for a run of non-finite losses."""
+"""What every training recipe does the same way around its loop: claiming the output folder, the LoRA
+and its optimiser, resume and checkpoints, what follows each step (validation, guard, SIGTERM), saving
+the result, and the error for a run of non-finite losses."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from typing import Any
 
 import torch
 import yaml
+from diffusers.optimization import get_scheduler
 from peft.utils import set_peft_model_state_dict
+from tqdm.auto import tqdm
 
 from imgpref.config import ConfigError, to_dict
 from imgpref.models.base import FamilyAdapter
-from imgpref.models.lora import ADAPTER_NAME, lora_state_dict
+from imgpref.models.lora import ADAPTER_NAME, attach_lora, lora_state_dict, save_lora
+from imgpref.outdir import atomic_write_text, prepare_out_dir
 from imgpref.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 #: Config keys that may differ when a run is resumed (everything else must match the saved config.yaml).
@@ -145,3 +149,91 @@ class Checkpointer:
             if guard is not None:
                 guard.note_checkpoint(step)
         self.accelerator.wait_for_everyone()
+
+
+def open_run(out_dir: str | Path, command: str, config: Any, accelerator: Any) -> tuple[Path, bool, Callable]:
+    """Claim or resume ``out_dir`` on the main process (refusing a changed config) and return it, whether
+    an earlier run is resumed, and ``say`` (prints on the main process only, without breaking progress bars)."""
+    out, resumed = Path(out_dir), False
+    if accelerator.is_main_process:
+        out, resumed = prepare_out_dir(out, command, resumable=True)
+        check_resume_config(out, config)
+    accelerator.wait_for_everyone()
+    return out, resumed, tqdm.write if accelerator.is_main_process else (lambda *_: None)
+
+
+def train_lora(
+    model: FamilyAdapter, config: Any, accelerator: Any, num_training_steps: int
+) -> tuple[list[torch.nn.Parameter], Any, Any, torch.nn.Module]:
+    """Attach the LoRA (initialised from ``train.seed``), build AdamW and the LR schedule, prepare the
+    denoiser with accelerate and route ``predict`` through it: (params, optimizer, scheduler, wrapped)."""
+    # peft draws the LoRA's A matrices from the global RNG, whose start state differs per process.
+    torch.manual_seed(config.train.seed)
+    params = attach_lora(model, config.lora)
+    if config.train.gradient_checkpointing:
+        model.denoiser.enable_gradient_checkpointing()
+    model.denoiser.train()
+    opt = config.optim
+    optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay, eps=opt.eps)
+    scheduler = get_scheduler(
+        opt.schedule, optimizer, num_warmup_steps=opt.warmup_steps, num_training_steps=num_training_steps
+    )
+    wrapped, optimizer = accelerator.prepare(model.denoiser, optimizer)
+    model.set_forward_module(wrapped)
+    return params, optimizer, scheduler, wrapped
+
+
+def after_step(
+    done: int,
+    last: int,
+    *,
+    accelerator: Any,
+    validator: Any,
+    log: Any,
+    checkpoints: Checkpointer,
+    model: FamilyAdapter,
+    say: Callable[[str], None],
+    stop_requested: bool,
+    checkpoint_every: int,
+) -> str | None:
+    """What follows every optimiser step: validation and the artifact guard when due, SIGTERM, periodic
+    checkpoints. Returns why the run stops (``"guard"``, ``"interrupted"``) or None to go on; every
+    process gets the same answer."""
+    decision = None
+    if validator is not None and validator.due(done, last):
+        if accelerator.is_main_process:
+            metrics, decision = validator.run(done)
+            log.log(done, metrics)
+            if decision is not None and decision.action != "continue":
+                say(decision.message)
+        flag = torch.tensor(float(decision is not None and decision.should_stop), device=accelerator.device)
+        if accelerator.reduce(flag).item() > 0:
+            checkpoints.save(done)
+            if decision is not None and decision.action == "restore":
+                restore_lora(model, checkpoints.out, decision.restore_step, say)
+            return "guard"
+    flag = torch.tensor(float(stop_requested), device=accelerator.device)
+    if accelerator.reduce(flag).item() > 0:
+        checkpoints.save(done)
+        say(f"stopped at step {done}: checkpoint saved; run the same command again to resume")
+        return "interrupted"
+    if checkpoint_every and done % checkpoint_every == 0 and done < last:
+        checkpoints.save(done)
+    return None
+
+
+def finish_run(
+    summary: dict[str, Any], *, model: FamilyAdapter, accelerator: Any, checkpoints: Checkpointer, say: Callable
+) -> dict[str, Any]:
+    """Unless interrupted: a final checkpoint (when the run ended normally), the LoRA in diffusers format
+    and ``train_summary.json``."""
+    out = checkpoints.out
+    if summary["stopped"] != "interrupted":
+        if summary["stopped"] is None:
+            checkpoints.save(summary["steps"])
+        if accelerator.is_main_process:
+            save_lora(model, out / "lora")
+            atomic_write_text(out / "train_summary.json", yaml.safe_dump(summary))
+        say(f"LoRA saved to {out / 'lora'} (diffusers format: pipe.load_lora_weights({str(out / 'lora')!r}))")
+    accelerator.wait_for_everyone()
+    return summary
