@@ -53,12 +53,18 @@ def prepare_out_dir(path: str | Path, command: str, *, resumable: bool) -> tuple
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write a text file so that readers see the old or the new content, never a half-written one."""
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` beside ``path``, flush it to disk, then rename it into place (readers see the old
+    or the new file, never a half-written one; a failed write leaves no temporary file behind)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

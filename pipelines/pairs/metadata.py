@@ -14,10 +14,9 @@ never trusted (it is regenerated), a line without its files is dropped and its p
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from imgpref.outdir import atomic_write_text
+from imgpref.outdir import atomic_write_bytes, atomic_write_text
 from pipelines.pairs.errors import PairsError
 
 METADATA_FILE = "metadata.jsonl"
@@ -43,17 +42,9 @@ def image_name(pair_index: int, role: str) -> str:
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write a uint8 H×W×3 image as PNG next to ``path`` and rename it into place (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(handle, format="PNG")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _finite(value: Any) -> Any:
