@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from imgpref.models.base import FamilyAdapter
 
@@ -88,19 +88,69 @@ def reference_mode(model: FamilyAdapter) -> Iterator[None]:
         denoiser.enable_adapters()
 
 
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: a sharded DTensor (FSDP2) is all-gathered, so every process must call this for
+    every DTensor in the same order; a plain tensor is returned as is."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def is_sharded(model: FamilyAdapter) -> bool:
+    """Whether the denoiser's LoRA parameters are FSDP2 shards (DTensors) rather than whole tensors."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in lora_parameters(model))
+
+
 def lora_state_dict(model: FamilyAdapter) -> dict[str, torch.Tensor]:
-    """The adapter's weights (peft naming, adapter name stripped), detached on the CPU."""
+    """The adapter's weights (peft naming, adapter name stripped), whole, detached on the CPU.
+
+    Under FSDP the parameters are shards and this all-gathers them: every process must call it (the
+    main process then writes), or the collective never completes."""
     state = get_peft_model_state_dict(model.denoiser, adapter_name=ADAPTER_NAME)
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    return {k: full_tensor(v).detach().cpu().contiguous() for k, v in state.items()}
 
 
-def save_lora(model: FamilyAdapter, directory: str | Path) -> Path:
-    """Save the LoRA in diffusers format (``pytorch_lora_weights.safetensors`` + adapter metadata)."""
+def set_lora_state_dict(model: FamilyAdapter, lora: dict[str, torch.Tensor]) -> None:
+    """Load whole LoRA weights (as :func:`lora_state_dict` returns them) into the denoiser.
+
+    Plain parameters go through peft's ``set_peft_model_state_dict``. FSDP2 shards take this process's
+    slice of each whole tensor (``distribute_tensor`` with every process holding the same whole tensor,
+    so no data moves between processes); a key that matches no LoRA parameter is an error."""
+    if not is_sharded(model):
+        set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
+        return
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    # peft strips ".<adapter name>" from parameter names in its state dicts; map them back the same way.
+    params = {
+        name.replace(f".{ADAPTER_NAME}", ""): p for name, p in model.denoiser.named_parameters() if "lora_" in name
+    }
+    unknown, missing = sorted(set(lora) - set(params)), sorted(set(params) - set(lora))
+    if unknown or missing:
+        raise ValueError(
+            f"LoRA state does not match the model's adapter: unknown keys {unknown[:3]}, missing keys {missing[:3]}"
+        )
+    with torch.no_grad():
+        for key, param in params.items():
+            whole = lora[key].to(dtype=param.dtype, device=param.device)
+            if isinstance(param, DTensor):
+                whole = distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None)
+            param.copy_(whole)
+
+
+def save_lora(model: FamilyAdapter, directory: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save the LoRA in diffusers format (``pytorch_lora_weights.safetensors`` + adapter metadata).
+
+    ``state``: the weights from :func:`lora_state_dict`, when they were gathered beforehand on every
+    process (FSDP) so that only the main process writes."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     metadata = model.denoiser.peft_config[ADAPTER_NAME].to_dict()
+    state = lora_state_dict(model) if state is None else state
     model.pipeline_class.save_lora_weights(
-        directory, **model.save_lora_kwargs(lora_state_dict(model), metadata), safe_serialization=True
+        directory, **model.save_lora_kwargs(state, metadata), safe_serialization=True
     )
     return directory
 

@@ -44,6 +44,7 @@ from imgpref.train.runtime import (
     StopSignal,
     after_step,
     finish_run,
+    make_accelerator,
     open_run,
     train_lora,
 )
@@ -141,10 +142,8 @@ def train_dpo(
     at stream position ``start``; by default they are computed each step with the LoRA disabled. They do
     not depend on β or the optimiser, so a sweep computes them once for its draws and passes them here."""
     device_is_cpu = config.model.device == "cpu" or not torch.cuda.is_available()
-    accelerator = Accelerator(
-        mixed_precision=config.train.mixed_precision,
-        gradient_accumulation_steps=config.train.grad_accum,
-        cpu=device_is_cpu,
+    accelerator = make_accelerator(
+        mixed_precision=config.train.mixed_precision, grad_accum=config.train.grad_accum, cpu=device_is_cpu
     )
     main = accelerator.is_main_process
     out, resumed, say = open_run(out_dir, COMMAND, config, accelerator)

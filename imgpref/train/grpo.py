@@ -57,6 +57,7 @@ from imgpref.train.runtime import (
     StopSignal,
     after_step,
     finish_run,
+    make_accelerator,
     open_run,
     train_lora,
 )
@@ -146,7 +147,7 @@ def train_grpo(
     """Run (or resume) GRPO/GDPO and return a summary. ``stop_at_step`` behaves like a SIGTERM arriving
     during that step (save and exit), for tests of exact resume."""
     device_is_cpu = config.model.device == "cpu" or not torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=device_is_cpu)
+    accelerator = make_accelerator(mixed_precision=config.train.mixed_precision, cpu=device_is_cpu)
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
     r = config.rollout

@@ -1,9 +1,16 @@
-"""What every training recipe does the same way around its loop: claiming the output folder, the LoRA
-and its optimiser, resume and checkpoints, what follows each step (validation, guard, SIGTERM), saving
-the result, and the error for a run of non-finite losses."""
+"""What every training recipe does the same way around its loop: the Accelerator, claiming the output
+folder, the LoRA and its optimiser, resume and checkpoints, what follows each step (validation, guard,
+SIGTERM), saving the result, and the error for a run of non-finite losses.
+
+Under FSDP2 (``accelerate launch --config_file configs/accelerate/fsdp.yaml``) ``accelerator.prepare``
+shards the denoiser in place with ``fully_shard`` (one group per transformer block), so the LoRA and its
+optimiser state are DTensor shards. Whatever reads or writes them whole (checkpoints, the final LoRA,
+the guard's restore) runs on every process: each all-gathers, then only the main process writes.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -12,21 +19,78 @@ from typing import Any
 import torch
 import yaml
 from diffusers.optimization import get_scheduler
-from peft.utils import set_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from imgpref.config import ConfigError, to_dict
 from imgpref.models.base import FamilyAdapter
-from imgpref.models.lora import ADAPTER_NAME, attach_lora, lora_state_dict, save_lora
+from imgpref.models.lora import attach_lora, lora_parameters, lora_state_dict, save_lora, set_lora_state_dict
 from imgpref.outdir import atomic_write_text, prepare_out_dir
-from imgpref.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from imgpref.train.checkpoint import gathered_optimizer_state, latest_checkpoint, load_checkpoint, save_checkpoint
 
 #: Config keys that may differ when a run is resumed (everything else must match the saved config.yaml).
 RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints")
+#: The FSDP generation imgpref supports (torch.distributed.fsdp.fully_shard, DTensor parameters).
+FSDP_VERSION = 2
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss was NaN or infinite for too many optimiser steps in a row."""
+
+
+def make_accelerator(*, mixed_precision: str, cpu: bool, grad_accum: int = 1) -> Any:
+    """The recipes' ``Accelerator``: processes, devices and FSDP come from ``accelerate launch``.
+
+    FSDP on CPU processes: accelerate turns FSDP on only for accelerator devices (its state keeps a
+    multi-process CPU run as ``MULTI_CPU``, i.e. DDP, even when launched with ``--use_fsdp``), because
+    FSDP1 needs a GPU. FSDP2's ``fully_shard`` also runs over gloo on CPU, so a CPU launch that asks for
+    FSDP2 gets it here, set up as accelerate does for GPUs (the plugin from the launch's FSDP_*
+    variables, ``distributed_type = FSDP``). This is what the CPU tests of the FSDP path use. FSDP1 is
+    refused: imgpref saves and loads sharded LoRA state as FSDP2 DTensors."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    accelerator = _accelerator_class()(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, cpu=cpu)
+    state = accelerator.state
+    fsdp_asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_asked and state.distributed_type == DistributedType.MULTI_CPU:
+        plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* variables accelerate launch sets
+        _require_fsdp2(plugin.fsdp_version)
+        if state.mixed_precision != "no":
+            plugin.set_mixed_precision(state.mixed_precision)
+        state.fsdp_plugin = plugin
+        # Both states, as AcceleratorState does (a later AcceleratorState() copies PartialState's type back).
+        state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
+    elif state.distributed_type == DistributedType.FSDP:
+        _require_fsdp2(state.fsdp_plugin.fsdp_version)
+    return accelerator
+
+
+def _accelerator_class() -> type:
+    """``Accelerator`` whose ``clip_grad_norm_`` returns a plain tensor under FSDP2 too (torch returns the
+    norm of DTensor gradients as a DTensor, which the recipes' metric reductions cannot take)."""
+    from accelerate import Accelerator
+    from torch.distributed.tensor import DTensor
+
+    class RecipeAccelerator(Accelerator):
+        def clip_grad_norm_(self, parameters, max_norm, norm_type=2):
+            norm = super().clip_grad_norm_(parameters, max_norm, norm_type=norm_type)
+            return norm.full_tensor() if isinstance(norm, DTensor) else norm
+
+    return RecipeAccelerator
+
+
+def _require_fsdp2(version: int) -> None:
+    if version != FSDP_VERSION:
+        raise ConfigError(
+            f"accelerate was launched with FSDP version {version}; imgpref trains LoRA under FSDP2 only: set "
+            "fsdp_config.fsdp_version: 2 in the accelerate config (see configs/accelerate/fsdp.yaml) or pass "
+            "--fsdp_version 2"
+        )
+
+
+def is_fsdp(accelerator: Any) -> bool:
+    """Whether the run shards the denoiser with FSDP (then whole-LoRA reads and writes are collective)."""
+    return bool(getattr(accelerator, "is_fsdp2", False))
 
 
 def check_resume_config(out: Path, config: Any, allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> None:
@@ -77,18 +141,19 @@ class StopSignal:
 
 
 def restore_lora(model: FamilyAdapter, out: Path, step: int | None, say) -> None:
-    """Load the LoRA of the last checkpoint that passed the guard (zeros: the base model)."""
+    """Load the LoRA of the last checkpoint that passed the guard (zeros: the base model). Every process
+    calls it."""
     from imgpref.train.checkpoint import checkpoint_dir
 
     if step is None:
         lora = {k: torch.zeros_like(v) if "lora_B" in k else v for k, v in lora_state_dict(model).items()}
-        set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
+        set_lora_state_dict(model, lora)
         say("guard: no checkpoint passed; the saved LoRA is the base model (lora_B = 0)")
         return
     from safetensors.torch import load_file
 
     lora = load_file(str(checkpoint_dir(out, step) / "lora.safetensors"))
-    set_peft_model_state_dict(model.denoiser, lora, adapter_name=ADAPTER_NAME)
+    set_lora_state_dict(model, lora)
     say(f"guard: restored the LoRA of step {step}, the last checkpoint that passed")
 
 
@@ -99,8 +164,8 @@ def inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:
 
 class Checkpointer:
     """Resume a run from its latest checkpoint and save new ones (LoRA, optimiser, LR scheduler, RNG, the
-    artifact guard's state), the same way for every recipe. Saving happens on the main process; every
-    process waits for it."""
+    artifact guard's state), the same way for every recipe. Every process gathers the (possibly sharded)
+    LoRA and optimiser state, the main process writes, every process waits for it."""
 
     def __init__(
         self,
@@ -116,6 +181,13 @@ class Checkpointer:
         self.out, self.model, self.optimizer, self.scheduler = out, model, optimizer, scheduler
         self.accelerator, self.validator, self.keep = accelerator, validator, keep
         self.found = False
+        if validator is not None and is_fsdp(accelerator):
+            # Validation generates on the main process only; sharded weights need every process in each forward.
+            raise ConfigError(
+                "validation images (validation.every > 0) are made on the main process only and cannot run "
+                "under FSDP, where every process takes part in each forward: set validation.every=0 and "
+                "guard.every=0, and judge the saved LoRA afterwards"
+            )
 
     def resume(self, say: Callable[[str], None], resumed: bool) -> int:
         """Load the latest complete checkpoint if there is one; return the step to continue from."""
@@ -125,7 +197,7 @@ class Checkpointer:
                 say(f"--out {str(self.out)!r} holds an earlier run without a checkpoint: starting from step 0")
             return 0
         lora, state = load_checkpoint(ckpt, inner_optimizer(self.optimizer), self.scheduler)
-        set_peft_model_state_dict(self.model.denoiser, lora, adapter_name=ADAPTER_NAME)
+        set_lora_state_dict(self.model, lora)
         if self.validator is not None and "guard" in state:
             self.validator.guard.load_state_dict(state["guard"])
         self.found = True
@@ -135,12 +207,14 @@ class Checkpointer:
     def save(self, step: int) -> None:
         """Write checkpoint ``step`` (atomically; older ones beyond ``keep`` are pruned)."""
         guard = self.validator.guard if self.validator is not None else None
+        lora = lora_state_dict(self.model)  # all-gathers under FSDP: on every process
+        optimizer_state = gathered_optimizer_state(inner_optimizer(self.optimizer))
         if self.accelerator.is_main_process:
             save_checkpoint(
                 self.out,
                 step,
-                lora=lora_state_dict(self.model),
-                optimizer=inner_optimizer(self.optimizer),
+                lora=lora,
+                optimizer_state=optimizer_state,
                 scheduler=self.scheduler,
                 state={"guard": guard.state_dict()} if guard is not None else {},
                 keep=self.keep,
@@ -166,7 +240,9 @@ def train_lora(
     model: FamilyAdapter, config: Any, accelerator: Any, num_training_steps: int
 ) -> tuple[list[torch.nn.Parameter], Any, Any, torch.nn.Module]:
     """Attach the LoRA (initialised from ``train.seed``), build AdamW and the LR schedule, prepare the
-    denoiser with accelerate and route ``predict`` through it: (params, optimizer, scheduler, wrapped)."""
+    denoiser with accelerate and route ``predict`` through it: (params, optimizer, scheduler, wrapped).
+
+    ``params`` are read after ``prepare``: FSDP2 replaces each parameter by a DTensor shard."""
     # peft draws the LoRA's A matrices from the global RNG, whose start state differs per process.
     torch.manual_seed(config.train.seed)
     params = attach_lora(model, config.lora)
@@ -180,7 +256,12 @@ def train_lora(
     )
     wrapped, optimizer = accelerator.prepare(model.denoiser, optimizer)
     model.set_forward_module(wrapped)
-    return params, optimizer, scheduler, wrapped
+    if is_fsdp(accelerator) and accelerator.is_main_process:
+        from torch.distributed.fsdp import FSDPModule
+
+        groups = sum(isinstance(m, FSDPModule) for m in model.denoiser.modules())
+        tqdm.write(f"FSDP2: the denoiser is sharded over {accelerator.num_processes} processes in {groups} groups")
+    return lora_parameters(model), optimizer, scheduler, wrapped
 
 
 def after_step(
@@ -231,8 +312,9 @@ def finish_run(
     if summary["stopped"] != "interrupted":
         if summary["stopped"] is None:
             checkpoints.save(summary["steps"])
+        lora = lora_state_dict(model)  # all-gathers under FSDP: on every process
         if accelerator.is_main_process:
-            save_lora(model, out / "lora")
+            save_lora(model, out / "lora", lora)
             atomic_write_text(out / "train_summary.json", yaml.safe_dump(summary))
         say(f"LoRA saved to {out / 'lora'} (diffusers format: pipe.load_lora_weights({str(out / 'lora')!r}))")
     accelerator.wait_for_everyone()
