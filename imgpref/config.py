@@ -32,6 +32,10 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+#: Words YAML 1.1 reads as True / False (``judge: off`` arrives as False).
+YAML_BOOL_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert where YAML is loose (1e-4 → float)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -49,6 +53,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(f"{key!r} must be {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is Literal:
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in args):
+            # YAML 1.1 reads on/off/yes/no as booleans; give a choice spelled that way back its word.
+            words = [a for a in args if isinstance(a, str) and a.lower() in YAML_BOOL_WORDS[value]]
+            value = words[0] if len(words) == 1 else value
         if value not in args:
             allowed = ", ".join(repr(a) for a in args)
             raise ConfigError(f"{key!r} must be one of {allowed}; got {value!r}")

@@ -18,6 +18,7 @@ class Train:
     steps: int = 10
     schedule: Literal["constant", "linear"] = "constant"
     resume: bool = True
+    judge: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass
@@ -42,6 +43,14 @@ def test_yaml_and_overrides_merge(tmp_path):
     assert cfg.lora.rank == 8 and cfg.lora.target_modules == ["to_q", "to_k"]
     assert cfg.name == "run1"
     assert cfg.model.family == "flux"
+
+
+def test_yaml_booleans_give_on_off_choices_their_word(tmp_path):
+    """YAML 1.1 reads ``off`` as False: a choice spelled ``off`` gets its word back, in files and overrides."""
+    assert load_config(Root, None, ["train.judge=off"]).train.judge == "off"
+    assert load_config(Root, write(tmp_path, "train:\n  judge: on\n")).train.judge == "on"
+    with pytest.raises(ConfigError, match="'train.schedule' must be one of 'constant', 'linear'; got True"):
+        load_config(Root, None, ["train.schedule=yes"])
 
 
 def test_resolved_config_round_trips(tmp_path):

@@ -14,8 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+from imgpref.artifacts.images import to_rgb_uint8
 from imgpref.config import ConfigError, load_config
 from imgpref.models.base import FamilyAdapter
+from imgpref.models.flux import FluxAdapter
 from imgpref.toy import world
 from pipelines.pairs import corruptions as corr
 from pipelines.pairs.conditioning import Conditioning
@@ -23,6 +25,7 @@ from pipelines.pairs.config import PairsConfig
 from pipelines.pairs.errors import PairsError
 from pipelines.pairs.generate import generate_pairs, merge_rank_files
 from pipelines.pairs.metadata import METADATA_FILE, read_jsonl
+from pipelines.pairs.strategies import rank_candidates
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "pairs"
 TOY_ATTRS = world.Attributes("red", "triangle", "top left", "white")
@@ -282,6 +285,43 @@ def test_judge_prefers_the_winner_for_the_generic_prompt_on_toy_micro(toy_micro,
     assert all(f["reason"].startswith(("tie", "loser better")) for f in filtered)
     assert all((out / f["chosen_file_name"]).is_file() for f in filtered)  # images are never deleted
     assert (out / "pair_quality.md").read_text().count("| generated_vs_corrupted | generic_prompt | 32 |") == 1
+
+
+def test_rank_candidates_takes_the_first_best_and_the_last_worst():
+    assert rank_candidates([1, 3, 3, 0, 0]) == (1, 4)
+    assert rank_candidates([2, 2, 2]) == (0, 2)  # all equal: two different images, a tie
+
+
+def test_ranked_generated_pairs_the_best_and_worst_of_the_candidates(toy_micro, tmp_path, monkeypatch):
+    calls = record_generate(monkeypatch)
+    overrides = ["strategy=ranked_generated", "generation.candidates=3", "prompts.n_pairs=4", *FAST]
+    out = tmp_path / "ranked"
+    run(make_config(*overrides, path=toy_micro), out)
+    (call,) = calls  # every candidate of the batch in one model call
+    assert len(call["prompts"]) == 12 and len({tuple(n.flatten()[:4].tolist()) for n in call["noise"]}) == 12
+    model = FluxAdapter.from_pretrained(toy_micro)
+    for line in read_jsonl(out / METADATA_FILE):
+        ranking = line["ranking"]
+        assert ranking["source"] == "toy_judge" and len(ranking["scores"]) == len(ranking["seeds"]) == 3
+        assert ranking["seeds"][0] == line["seed"]  # candidate 0 is the image other strategies make
+        best, worst = rank_candidates(ranking["scores"])
+        assert (ranking["chosen_seed"], ranking["rejected_seed"]) == (ranking["seeds"][best], ranking["seeds"][worst])
+        assert (line["verdict"]["chosen"], line["verdict"]["rejected"]) == (
+            max(ranking["scores"]),
+            min(ranking["scores"]),
+        )
+        # The stored winner is the image its recorded seed makes.
+        noise = model.initial_noise(1, 32, 32, ranking["chosen_seed"])
+        again = model.generate([line["prompt"]], height=32, width=32, num_steps=4, cfg_scale=3.0, noise=noise)
+        stored = np.asarray(Image.open(out / line["chosen_file_name"]), dtype=np.int16)
+        assert np.abs(stored - to_rgb_uint8(again[0]).astype(np.int16)).max() <= 1
+
+
+def test_ranked_generated_needs_a_verdict_and_two_candidates():
+    with pytest.raises(ConfigError, match="generation.candidates must be >= 2"):
+        make_config("strategy=ranked_generated", "generation.candidates=1")
+    with pytest.raises(ConfigError, match="ranked_generated ranks images by the verdict"):
+        make_config("strategy=ranked_generated", "report.judge=off")
 
 
 # ------------------------------------------------------------------------------------- manifests

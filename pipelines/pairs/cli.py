@@ -17,12 +17,15 @@ strategies (strategy=...):
   gt_vs_generated         winner = ground truth (toy renderer or subject manifest image), loser = the
                           model's image with the full conditioning
   gt_vs_corrupted         winner = ground truth, loser generated with the corrupted conditioning
+  ranked_generated        generation.candidates images of the full conditioning from independent noise,
+                          ranked by the verdict (toy judge or CLIP): best = winner, worst = loser
 """
 OUTPUT_TEXT = """\
 output (--out, resumable: re-run the same command to finish an interrupted run):
   metadata.jsonl     one pair per line: prompt, chosen_file_name, rejected_file_name, seed, strategy,
                      corruption [{name, params}], model, guidance, steps, reference_file_name,
-                     winner_better, verdict, margin, base_error
+                     winner_better, verdict, margin, base_error (ranked_generated: ranking with every
+                     candidate's seed and score)
   images/            000123_chosen.png, 000123_rejected.png (and _reference.png)
   pair_quality.json  per strategy and corruption: winner-better rate, ties, base-model margin e_l - e_w
   pair_quality.md    (distribution, share already right); filtered.jsonl with report.filter_not_better

@@ -19,7 +19,7 @@ from pipelines.pairs import corruptions as corruption_registry
 #: Prompt sources built into the toy world: the prompts of its train or held-out split.
 TOY_SOURCES = ("toy-train", "toy-heldout")
 #: Pair strategies (see :mod:`pipelines.pairs.strategies`).
-STRATEGIES = ("generated_vs_corrupted", "gt_vs_generated", "gt_vs_corrupted")
+STRATEGIES = ("generated_vs_corrupted", "gt_vs_generated", "gt_vs_corrupted", "ranked_generated")
 #: Strategies whose loser is generated with the corrupted conditioning.
 CORRUPTED_STRATEGIES = ("generated_vs_corrupted", "gt_vs_corrupted")
 #: Strategies whose winner is a ground-truth image.
@@ -27,7 +27,10 @@ GT_STRATEGIES = ("gt_vs_generated", "gt_vs_corrupted")
 #: Name of the subject manifest file inside a manifest folder (``imgpref data build`` writes it).
 MANIFEST_FILE = "manifest.jsonl"
 
-Strategy = Literal["generated_vs_corrupted", "gt_vs_generated", "gt_vs_corrupted"]
+#: Strategies that rank several generations of the full conditioning by the verdict (judge or CLIP).
+RANKED_STRATEGIES = ("ranked_generated",)
+
+Strategy = Literal["generated_vs_corrupted", "gt_vs_generated", "gt_vs_corrupted", "ranked_generated"]
 
 
 def source_kind(source: str) -> Literal["toy", "text", "manifest"]:
@@ -98,8 +101,13 @@ class GenerationSettings:
     """Pairs per model call (winners and losers of a batch share calls when their settings agree)."""
     seed: int = 0
     """Generation seed: pair i's noise and draws come from (seed, i), whatever the batch size."""
+    candidates: int = 4
+    """``ranked_generated``: images generated per pair (from independent noise, full conditioning) and
+    ranked by the verdict; the best is the winner, the worst the loser (unused by other strategies)."""
 
     def __post_init__(self) -> None:
+        if self.candidates < 2:
+            raise ValueError(f"generation.candidates must be >= 2 (a pair needs two images), got {self.candidates}")
         for key in ("height", "width", "steps", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"generation.{key} must be >= 1, got {getattr(self, key)}")
@@ -138,7 +146,8 @@ class PairsConfig:
     """Prompt source and number of pairs."""
     strategy: Strategy = "generated_vs_corrupted"
     """generated_vs_corrupted (both sides generated, loser corrupted), gt_vs_generated (ground truth vs
-    the model's image) or gt_vs_corrupted (ground truth vs a corrupted generation)."""
+    the model's image), gt_vs_corrupted (ground truth vs a corrupted generation) or ranked_generated (best
+    vs worst of ``generation.candidates`` generations of the full conditioning, ranked by the verdict)."""
     corruptions: list[CorruptionSettings] = field(default_factory=lambda: [CorruptionSettings()])
     """Corruptions of the loser's conditioning, applied in order (unused by gt_vs_generated)."""
     generation: GenerationSettings = field(default_factory=GenerationSettings)
@@ -181,6 +190,11 @@ class PairsConfig:
                         f"fewer_steps steps {c.params['steps']} is not below generation.steps "
                         f"{self.generation.steps}; lower it"
                     )
+        if self.strategy in RANKED_STRATEGIES and self.report.judge == "off" and self.report.clip_path is None:
+            raise ValueError(
+                "strategy ranked_generated ranks images by the verdict: keep report.judge auto/on (toy prompts) "
+                "or set report.clip_path"
+            )
         if self.report.filter_not_better and self.report.judge == "off" and self.report.clip_path is None:
             raise ValueError(
                 "report.filter_not_better needs verdicts: keep report.judge auto/on (toy prompts) or set "

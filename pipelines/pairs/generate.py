@@ -30,7 +30,8 @@ from imgpref.models.base import FamilyAdapter
 from imgpref.models.settings import ModelSettings
 from imgpref.outdir import atomic_write_text
 from pipelines.pairs.clip_score import ClipScorer
-from pipelines.pairs.config import PairsConfig
+from pipelines.pairs.conditioning import Conditioning
+from pipelines.pairs.config import RANKED_STRATEGIES, PairsConfig
 from pipelines.pairs.errors import PairsError
 from pipelines.pairs.metadata import (
     RANK_FILE,
@@ -42,9 +43,9 @@ from pipelines.pairs.metadata import (
     write_dataset,
     write_png,
 )
-from pipelines.pairs.quality import base_errors, pair_fields, to_tensor, verdicts, write_report
+from pipelines.pairs.quality import Scorer, base_errors, make_scorer, pair_fields, to_tensor, verdicts, write_report
 from pipelines.pairs.sources import PromptItem, pair_items
-from pipelines.pairs.strategies import GROUND_TRUTH, PairPlan, check_items, plan_pair
+from pipelines.pairs.strategies import FULL, GROUND_TRUTH, PairPlan, check_items, plan_pair, rank_candidates
 
 CONFIG_FILE = "pairs_config.yaml"
 #: Config keys that may change when a run resumes in the same folder (they do not change any pair).
@@ -104,12 +105,14 @@ def verdict_settings(config: PairsConfig, items: Sequence[PromptItem]) -> tuple[
         )
     judge = report.judge == "on" or (report.judge == "auto" and not_toy is None)
     clip = None if judge else report.clip_path
+    ranked = config.strategy in RANKED_STRATEGIES
     notes = []
     if not judge and clip is None:
-        if report.filter_not_better:
+        if report.filter_not_better or ranked:
+            what = "strategy ranked_generated ranks images by" if ranked else "report.filter_not_better needs"
             raise PairsError(
-                "report.filter_not_better needs verdicts, but the prompts are not full toy prompts and "
-                "report.clip_path is not set; set report.clip_path to a local open_clip folder"
+                f"{what} verdicts, but the prompts are not full toy prompts and report.clip_path is not set; "
+                "set report.clip_path to a local open_clip folder"
             )
         notes.append(
             "no verdicts: prompts are not full toy prompts (or the judge is off) and report.clip_path "
@@ -117,8 +120,8 @@ def verdict_settings(config: PairsConfig, items: Sequence[PromptItem]) -> tuple[
         )
     if config.report.t_draws == 0:
         notes.append("report.t_draws = 0: base-model margins skipped")
-    if config.strategy == "gt_vs_generated" and config.corruptions:
-        notes.append("strategy gt_vs_generated generates the loser with the full conditioning: corruptions unused")
+    if config.strategy in ("gt_vs_generated", *RANKED_STRATEGIES) and config.corruptions:
+        notes.append(f"strategy {config.strategy} generates with the full conditioning only: corruptions unused")
     return judge, clip, notes
 
 
@@ -126,22 +129,26 @@ def verdict_settings(config: PairsConfig, items: Sequence[PromptItem]) -> tuple[
 
 
 def generate_batch(
-    model: FamilyAdapter, plans: Sequence[PairPlan], config: PairsConfig
+    model: FamilyAdapter, plans: Sequence[PairPlan], config: PairsConfig, scorer: Scorer | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(winners, losers) as uint8 H×W×3 images; generated sides share one model call per (cfg, steps)."""
+    """(winners, losers) as uint8 H×W×3 images. Generated sides share one model call per (cfg, steps); both
+    sides of a pair start from the pair's noise, except ``ranked_generated`` candidates (each its own seed),
+    which ``scorer`` ranks (the plan's ``ranking`` records how)."""
     gen = config.generation
-    noise = [model.initial_noise(1, gen.height, gen.width, plan.seed) for plan in plans]
-    images: dict[tuple[int, str], np.ndarray] = {}
-    groups: dict[tuple[float, int], list[tuple[int, str]]] = {}
+    images: dict[tuple[int, str | int], np.ndarray] = {}
+    jobs: dict[tuple[float, int], list[tuple[int, str | int, int, Conditioning]]] = {}
     for k, plan in enumerate(plans):
-        for role, source in (("chosen", plan.chosen_source), ("rejected", plan.rejected_source)):
+        sides: list[tuple[str | int, int, str]] = [(c, seed, FULL) for c, seed in enumerate(plan.candidate_seeds)]
+        if not plan.candidate_seeds:
+            sides = [(role, plan.seed, getattr(plan, f"{role}_source")) for role in ("chosen", "rejected")]
+        for key, seed, source in sides:
             if source == GROUND_TRUTH:
-                images[k, role] = plan.ground_truth
+                images[k, key] = plan.ground_truth
             else:
                 cond = plan.conditioning(source)
-                groups.setdefault((cond.cfg_scale, cond.num_steps), []).append((k, role))
-    for (cfg, steps), members in groups.items():
-        conds = [plans[k].conditioning(getattr(plans[k], f"{role}_source")) for k, role in members]
+                jobs.setdefault((cond.cfg_scale, cond.num_steps), []).append((k, key, seed, cond))
+    for (cfg, steps), members in jobs.items():
+        conds = [cond for *_, cond in members]
         refs = None if conds[0].reference is None else to_tensor([c.reference for c in conds]).to(model.device)
         out = model.generate(
             [c.prompt for c in conds],
@@ -149,12 +156,39 @@ def generate_batch(
             width=gen.width,
             num_steps=steps,
             cfg_scale=cfg,
-            noise=torch.cat([noise[k] for k, _ in members]),
+            noise=torch.cat([model.initial_noise(1, gen.height, gen.width, seed) for _, _, seed, _ in members]),
             reference_images=refs,
         )
-        for (k, role), image in zip(members, out.cpu(), strict=True):
-            images[k, role] = to_rgb_uint8(image)
+        for (k, key, _, _), image in zip(members, out.cpu(), strict=True):
+            images[k, key] = to_rgb_uint8(image)
+    ranked = [k for k, plan in enumerate(plans) if plan.candidate_seeds]
+    if ranked:
+        _rank(plans, ranked, images, scorer)
     return [images[k, "chosen"] for k in range(len(plans))], [images[k, "rejected"] for k in range(len(plans))]
+
+
+def _rank(plans: Sequence[PairPlan], ranked: list[int], images: dict, scorer: Scorer | None) -> None:
+    """Score every candidate of the ranked plans in one call; the best becomes the winner, the worst the loser."""
+    if scorer is None:
+        raise PairsError("strategy ranked_generated needs verdicts (toy judge or report.clip_path) to rank images")
+    rows = [(k, c) for k in ranked for c in range(len(plans[k].candidate_seeds))]
+    prompts = [plans[k].full.prompt for k, _ in rows]
+    references = None if plans[ranked[0]].full.reference is None else [plans[k].full.reference for k, _ in rows]
+    source, scores = scorer([images[k, c] for k, c in rows], prompts, references)
+    at = 0
+    for k in ranked:
+        plan, n = plans[k], len(plans[k].candidate_seeds)
+        own = [float(v) for v in scores[at : at + n]]
+        at += n
+        best, worst = rank_candidates(own)
+        images[k, "chosen"], images[k, "rejected"] = images.pop((k, best)), images.pop((k, worst))
+        plan.ranking = {
+            "source": source,
+            "scores": own,
+            "seeds": plan.candidate_seeds,
+            "chosen_seed": plan.candidate_seeds[best],
+            "rejected_seed": plan.candidate_seeds[worst],
+        }
 
 
 def _side_settings(plan: PairPlan, role: str, key: str) -> float | int | None:
@@ -178,6 +212,7 @@ def metadata_line(plan: PairPlan, config: PairsConfig, model_desc: dict[str, str
         "guidance": {r: _side_settings(plan, r, "cfg_scale") for r in ("chosen", "rejected")},
         "steps": {r: _side_settings(plan, r, "num_steps") for r in ("chosen", "rejected")},
         "reference_file_name": None if plan.full.reference is None else image_name(plan.index, "reference"),
+        **({"ranking": plan.ranking} if plan.ranking is not None else {}),
         **quality,
     }
 
@@ -252,6 +287,7 @@ def generate_pairs(
     if mine:
         model, model_desc = load_base_model(config.model, device)
         clip = ClipScorer(clip_path, device) if clip_path is not None else None
+        scorer = make_scorer(judge=judge, clip=clip)
         start = time.perf_counter()
         bar = tqdm(
             total=len(mine),
@@ -265,10 +301,10 @@ def generate_pairs(
         for first in range(0, len(mine), batch_size):
             plans = [plan_pair(i, items[i], config, takes_reference) for i in mine[first : first + batch_size]]
             tick = time.perf_counter()
-            chosen, rejected = generate_batch(model, plans, config)
+            chosen, rejected = generate_batch(model, plans, config, scorer)
             timing["generation"] += time.perf_counter() - tick
             tick = time.perf_counter()
-            quality = _assess(model, plans, chosen, rejected, config, judge=judge, clip=clip)
+            quality = _assess(model, plans, chosen, rejected, config, scorer)
             timing["quality"] += time.perf_counter() - tick
             for plan, winner, loser, fields in zip(plans, chosen, rejected, quality, strict=True):
                 write_png(out / image_name(plan.index, "chosen"), winner)
@@ -304,14 +340,12 @@ def _assess(
     chosen: list[np.ndarray],
     rejected: list[np.ndarray],
     config: PairsConfig,
-    *,
-    judge: bool,
-    clip: ClipScorer | None,
+    scorer: Scorer | None,
 ) -> list[dict[str, Any]]:
     """Quality fields per pair: verdict (judge/CLIP) and the base model's margin."""
     prompts = [p.full.prompt for p in plans]
     references = None if plans[0].full.reference is None else [p.full.reference for p in plans]
-    found = verdicts(chosen, rejected, prompts, references, judge=judge, clip=clip)
+    found = verdicts(chosen, rejected, prompts, references, scorer)
     if config.report.t_draws > 0:
         e_w, e_l = base_errors(
             model,

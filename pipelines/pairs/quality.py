@@ -17,7 +17,7 @@ Per pair (written into its metadata line):
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,24 +50,31 @@ def judge_counts(images: Sequence[np.ndarray], prompts: Sequence[str]) -> np.nda
     return sum(verdict[name].astype(np.int64) for name in JUDGED_ATTRIBUTES)
 
 
+#: ``scorer(images, prompts, references) -> (source, scores)``: higher = better, one score per image.
+Scorer = Callable[[Sequence[np.ndarray], Sequence[str], Sequence[np.ndarray] | None], tuple[str, np.ndarray]]
+
+
+def make_scorer(*, judge: bool, clip: ClipScorer | None) -> Scorer | None:
+    """The verdict's per-image score: toy-judge attribute counts, else CLIP similarity, else None."""
+    if judge:
+        return lambda images, prompts, references: (TOY_JUDGE, judge_counts(images, prompts))
+    if clip is not None:
+        return lambda images, prompts, references: ("clip", np.asarray(clip.score(images, prompts, references)))
+    return None
+
+
 def verdicts(
     chosen: Sequence[np.ndarray],
     rejected: Sequence[np.ndarray],
     prompts: Sequence[str],
     references: Sequence[np.ndarray] | None,
-    *,
-    judge: bool,
-    clip: ClipScorer | None,
+    scorer: Scorer | None,
 ) -> list[dict[str, Any] | None]:
     """Per pair ``{"source", "chosen", "rejected"}`` scores (higher = better), or None without a verdict."""
-    if judge:
-        win, lose = judge_counts(chosen, prompts), judge_counts(rejected, prompts)
-        source = TOY_JUDGE
-    elif clip is not None:
-        win, lose = clip.score(chosen, prompts, references), clip.score(rejected, prompts, references)
-        source = "clip"
-    else:
+    if scorer is None:
         return [None] * len(prompts)
+    source, win = scorer(chosen, prompts, references)
+    _, lose = scorer(rejected, prompts, references)
     return [{"source": source, "chosen": a.item(), "rejected": b.item()} for a, b in zip(win, lose, strict=True)]
 
 

@@ -14,6 +14,7 @@ STREAM_CORRUPTION = 1
 STREAM_GROUND_TRUTH = 2
 STREAM_REFERENCE = 3
 STREAM_QUALITY = 4
+STREAM_CANDIDATE = 5
 #: Pair seeds are 31-bit so that every consumer (torch.Generator, numpy, JSON readers) takes them.
 SEED_BITS = 31
 
@@ -27,3 +28,11 @@ def pair_seed(seed: int, pair_index: int) -> int:
 def stream(seed: int, stream_id: int, *extra: int) -> np.random.Generator:
     """A numpy generator for one purpose (``stream_id``) of one pair seed."""
     return np.random.default_rng([seed, stream_id, *extra])
+
+
+def candidate_seed(seed: int, candidate: int) -> int:
+    """The noise seed of one candidate image of a pair: the pair's own seed for candidate 0 (so candidate
+    0 is the image the other strategies generate), then well-mixed seeds from its candidate stream."""
+    if candidate == 0:
+        return seed
+    return int(stream(seed, STREAM_CANDIDATE, candidate).integers(1 << SEED_BITS))

@@ -6,6 +6,10 @@
 - ``gt_vs_generated``: the winner is the ground truth, the loser the model's image with the full
   conditioning. The base prefers the loser; training pulls toward the ground truth.
 - ``gt_vs_corrupted``: the winner is the ground truth, the loser generated with the corrupted conditioning.
+- ``ranked_generated``: ``generation.candidates`` images of the full conditioning from independent noise,
+  ranked by the verdict (toy judge or CLIP): the best is the winner, the worst the loser. On-policy pairs
+  that contrast good and bad samples of the same prompt under the same sampler, as in reward-ranked
+  preference data (Wallace et al. 2023, arXiv 2311.12908, section 5, "learning from AI feedback").
 
 Ground truth: for toy prompts the world's renderer (seeded from the pair); for subject manifests the
 listed image, cropped and resized to the generation size.
@@ -13,17 +17,18 @@ listed image, cropped and resized to the generation size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from imgpref.toy import world
 from pipelines.pairs.conditioning import Conditioning
-from pipelines.pairs.config import PairsConfig
+from pipelines.pairs.config import RANKED_STRATEGIES, PairsConfig
 from pipelines.pairs.corruptions import apply_corruptions
 from pipelines.pairs.errors import PairsError
-from pipelines.pairs.seeds import STREAM_GROUND_TRUTH, STREAM_REFERENCE, pair_seed, stream
+from pipelines.pairs.seeds import STREAM_GROUND_TRUTH, STREAM_REFERENCE, candidate_seed, pair_seed, stream
 from pipelines.pairs.sources import PromptItem, load_image
 
 #: Where one side of a pair comes from.
@@ -33,6 +38,7 @@ SIDES: dict[str, tuple[str, str]] = {
     "generated_vs_corrupted": (FULL, CORRUPTED),
     "gt_vs_generated": (GROUND_TRUTH, FULL),
     "gt_vs_corrupted": (GROUND_TRUTH, CORRUPTED),
+    "ranked_generated": (FULL, FULL),
 }
 
 
@@ -53,6 +59,10 @@ class PairPlan:
     rejected_source: str
     ground_truth: np.ndarray | None = None
     """The winner image (uint8 H×W×3) for the GT strategies."""
+    candidate_seeds: list[int] = field(default_factory=list)
+    """``ranked_generated``: the noise seed of each candidate image (empty for the other strategies)."""
+    ranking: dict[str, Any] | None = None
+    """``ranked_generated``, once ranked: verdict source, candidate scores, chosen and rejected seeds."""
 
     def conditioning(self, source: str) -> Conditioning:
         """The conditioning a generated side uses."""
@@ -108,7 +118,17 @@ def plan_pair(index: int, item: PromptItem, config: PairsConfig, takes_reference
     if CORRUPTED in (chosen_source, rejected_source):
         corrupted, applied = apply_corruptions(full, config.corruption_list, seed)
     gt = ground_truth(item, seed, gen.height, gen.width) if chosen_source == GROUND_TRUTH else None
-    return PairPlan(index, seed, item, full, corrupted, applied, chosen_source, rejected_source, gt)
+    plan = PairPlan(index, seed, item, full, corrupted, applied, chosen_source, rejected_source, gt)
+    if config.strategy in RANKED_STRATEGIES:
+        plan.candidate_seeds = [candidate_seed(seed, c) for c in range(gen.candidates)]
+    return plan
+
+
+def rank_candidates(scores: Sequence[float]) -> tuple[int, int]:
+    """(best, worst) candidate indices: the first of the highest score and the last of the lowest, so
+    that equal scores give two different candidates (a tie, which the verdict reports as not better)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    return int(order[0]), int(order[-1])
 
 
 def check_items(items: list[PromptItem], config: PairsConfig, takes_reference_image: bool) -> None:
