@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from imgpref.artifacts.diversity import spread, spread_ratio
-from imgpref.artifacts.grid import grid_scores, lattice_points
+from imgpref.artifacts.grid import fold_statistic, grid_scores, lattice_points
 from imgpref.artifacts.guard import ArtifactGuard, GuardSettings
 from imgpref.artifacts.inject import add_pattern, darken_gain, desaturate, jpeg_roundtrip, periodic_pattern
 from imgpref.artifacts.measure import ArtifactThresholds, image_flags, image_scores, measure
@@ -69,6 +69,46 @@ def test_seams_on_a_flat_image_give_the_pattern_rms_and_only_their_period():
     assert result.rms[8] == pytest.approx(2 * math.sqrt(share * (1 - share)), rel=0.02)
     assert result.scores[8] > 50
     assert _flags(seams) == ["grid_p8"]
+
+
+def test_fold_statistic_is_the_precision_weighted_mean_over_its_null_standard_error():
+    # sum_k w_k e_k / sqrt(sum_k w_k), w_k = 1 / n_k^2: equal weights give sum(e) / sqrt(K) ...
+    assert fold_statistic([1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]) == pytest.approx(2.0)
+    # ... and a point measured twice as precisely (n = 1/2, w = 4) counts four times as much.
+    assert fold_statistic([3.0, -1.0], [4.0, 1.0]) == pytest.approx((4 * 3.0 - 1.0) / math.sqrt(5.0))
+    assert math.isnan(fold_statistic([], []))
+
+
+def test_fold_statistic_does_not_depend_on_the_noise_level():
+    # A ratio of energies: the same noise at 4x the amplitude gives the same score, up to 8-bit rounding
+    # (which adds fresh noise of 1/12 level^2 and moves the score by ~0.1 null standard deviations).
+    unit = np.random.default_rng(4).normal(0, 1, (SIZE, SIZE, 3))
+    quiet, loud = (grid_scores(np.clip(np.rint(128 + s * unit), 0, 255).astype(np.uint8)) for s in (8, 32))
+    for p in (8, 16):
+        assert loud.folds[p] == pytest.approx(quiet.folds[p], abs=0.25)
+        assert abs(quiet.folds[p]) < ArtifactThresholds().grid_fold
+
+
+def test_fold_statistic_grows_with_the_pattern_energy():
+    # Seams of a levels are exactly a x (seams of 1 level): far above the noise, the score is an energy and
+    # doubling the amplitude quadruples it (the noise's cross term keeps it from being exact).
+    noisy = _noisy(sigma=6.0, seed=2)
+    weak, strong = (grid_scores(add_pattern(noisy, "seams", 8, a, phase=(2, 3))).folds[8] for a in (3, 6))
+    assert weak > 3 * ArtifactThresholds().grid_fold
+    assert strong / weak == pytest.approx(4.0, rel=0.15)
+
+
+def test_fold_statistic_finds_a_faint_tile_in_1_over_f_noise_that_the_pooled_ratio_misses():
+    # 1/f noise with pixel-scale texture hides a 2/255 tile of 16 px from the few largest peak ratios,
+    # but the tile's energy, spread over ~100 lattice points, adds up in the fold statistic.
+    clean = _pink(7)
+    tiled = add_pattern(
+        clean, "tile", 16, 2, phase=(3, 5), sign=1 if clean.mean() < 127.5 else -1, rng=np.random.default_rng(7)
+    )
+    scores, t = image_scores(measure(tiled)), ArtifactThresholds()
+    assert max(scores["grid_p8"], scores["grid_p16"]) < t.grid_ratio
+    assert scores["grid_p16_fold"] > 2 * t.grid_fold
+    assert _flags(clean) == [] and "grid_p16" in _flags(tiled)
 
 
 def test_a_period_16_checkerboard_trips_period_16_only():
@@ -238,7 +278,7 @@ def test_scan_command_writes_scan_json_and_honours_strict(tmp_path, capsys):
     assert (tmp_path / "o1" / "report.html").is_file()
 
     args = parser.parse_args(
-        ["artifacts", "scan", str(images), "--out", str(tmp_path / "o2"), "--set", "grid_ratio=1e9"]
+        ["artifacts", "scan", str(images), "--out", str(tmp_path / "o2"), "--set", "grid_fold=1e9"]
     )
     assert args.handler(args) == 0
     assert "0 flagged" in capsys.readouterr().out

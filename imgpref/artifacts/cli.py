@@ -15,7 +15,7 @@ Without --reference each image is scored alone: only grid textures are flagged (
 an artifact by itself). With --reference every image is compared with the reference image at the same
 relative path (the base model's image for the same prompt and seed): grids the base also has cancel,
 and darkening, desaturation and crushed blacks are flagged too. Unreadable files are listed and
-skipped. Thresholds are calibrated (bench/artifacts.md); change one with e.g. --set grid_ratio=6.
+skipped. Thresholds are calibrated (bench/artifacts.md); change one with e.g. --set grid_fold=6.
 """
 #: Offenders shown in the report by default.
 DEFAULT_TOP = 12
@@ -94,7 +94,7 @@ def add_artifacts_commands(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a threshold (see scan.json 'settings'), e.g. --set grid_ratio=6",
+        help="override a threshold (see scan.json 'settings'), e.g. --set grid_fold=6",
     )
     scan.add_argument("--strict", action="store_true", help="exit with status 1 when any image is flagged")
     scan.set_defaults(handler=_cmd_scan)

@@ -7,14 +7,16 @@ under ``ArtifactThresholds``. The default thresholds are the calibrated ones of 
 
 Score names (``p`` = each grid period):
 
-- ``grid_p{p}`` pooled lattice peak ratio, ``grid_p{p}_peak`` its largest single ratio, ``grid_p{p}_rms``
-  the lattice pattern's rms in 8-bit levels (`imgpref.artifacts.grid`); the tone statistics of
-  `imgpref.artifacts.tone`;
+- ``grid_p{p}_fold`` the fold statistic (the mean p x p tile's energy in null standard deviations),
+  ``grid_p{p}`` pooled lattice peak ratio, ``grid_p{p}_peak`` its largest single ratio, ``grid_p{p}_rms``
+  the rms in 8-bit levels of the lattice points that stand out (`imgpref.artifacts.grid`); the tone
+  statistics of `imgpref.artifacts.tone`;
 - with a base image also ``grid_p{p}_excess`` / ``grid_p{p}_excess_rms`` (differential grid),
   ``grid_p{p}_base`` (the base's own pooled ratio), ``<tone>_change`` and ``saturation_change``.
 
-Flags: ``grid_p{p}`` (alone: ratio and rms; with a base: their excess), and with a base only, because a
-dark or gray picture is no artifact by itself: ``darker``, ``desaturated``, ``crushed_blacks``.
+Flags: ``grid_p{p}`` (alone: fold statistic and rms; with a base: excess ratio and excess rms), and with
+a base only, because a dark or gray picture is no artifact by itself: ``darker``, ``desaturated``,
+``crushed_blacks``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from imgpref.artifacts.tone import tone_change, tone_stats
 # Calibrated defaults (bench/artifacts.md, "Chosen thresholds"): each is the smallest round value whose
 # false-positive rate on split A of the calibration set (clean images, benign pairs, patterns present in
 # base and tuned alike) is at most 0.3% (grid) or 0.25% (each tone flag); GRID_RMS is set by design.
+GRID_FOLD = 5.3
+#: Not a flag threshold since the fold statistic replaced the pooled ratio for single images: the pooled
+#: ratio clean images stay below (calibrated the same way), which the report's spectrum figure marks and
+#: the ``artifact_penalty`` reward (imgpref.rewards.artifact) scales its grid penalty by.
 GRID_RATIO = 4.4
 GRID_EXCESS_RATIO = 2.6
 GRID_RMS = 0.2
@@ -44,11 +50,16 @@ JPEG_BLOCK = 8
 
 @dataclass
 class ArtifactThresholds:
-    """When a detector trips. Ratios are pooled lattice peak ratios, rms values 8-bit levels, tone
-    changes fractions (0.03 = 3%)."""
+    """When a detector trips. The fold statistic is in null standard deviations, ratios are pooled
+    lattice peak ratios, rms values 8-bit levels, tone changes fractions (0.03 = 3%)."""
 
+    grid_fold: float = GRID_FOLD
+    """Single image: a period's fold statistic ``grid_p{p}_fold`` (null standard deviations) at or above
+    this trips (with grid_rms)."""
     grid_ratio: float = GRID_RATIO
-    """Single image: a period's pooled peak ratio ``grid_p{p}`` at or above this trips (with grid_rms)."""
+    """Single image: the pooled peak ratio ``grid_p{p}`` that clean images stay below. Not a flag
+    threshold (the fold statistic is); the report marks lattice points at or above it and the
+    ``artifact_penalty`` reward scales its grid penalty by it."""
     grid_rms: float = GRID_RMS
     """... and only when the lattice pattern's rms (levels) is at least this: a lattice can stand out of
     a noiseless 8-bit ramp at 1/100 of a level, which nobody can see."""
@@ -68,6 +79,8 @@ class ArtifactThresholds:
     """With a base image: share of crushed-black pixels up by at least this (absolute) trips."""
 
     def __post_init__(self) -> None:
+        if self.grid_fold <= 0:
+            raise ValueError(f"grid_fold must be > 0 (null standard deviations), got {self.grid_fold}")
         for name in ("grid_ratio", "grid_excess_ratio"):
             if getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be > 1 (a ratio of 1 is plain background), got {getattr(self, name)}")
@@ -99,6 +112,7 @@ def image_scores(tuned: Measurement, base: Measurement | None = None) -> dict[st
         scores[f"grid_p{p}"] = tuned.grid.scores[p]
         scores[f"grid_p{p}_peak"] = tuned.grid.peaks[p]
         scores[f"grid_p{p}_rms"] = tuned.grid.rms[p]
+        scores[f"grid_p{p}_fold"] = tuned.grid.folds[p]
     scores.update(tuned.tone)
     if base is not None:
         excess, excess_rms = grid_excess(tuned.grid, base.grid)
@@ -121,11 +135,14 @@ def image_flags(scores: dict[str, float], thresholds: ArtifactThresholds, jpeg: 
     flags = []
     differential = "mean_luma_change" in scores
     for p in grid_periods(scores):
-        suffix = "_excess" if differential else ""
-        ratio, rms = scores[f"grid_p{p}{suffix}"], scores[f"grid_p{p}{suffix}_rms"]
-        min_ratio = thresholds.grid_excess_ratio if differential else thresholds.grid_ratio
+        if differential:
+            stat, rms = scores[f"grid_p{p}_excess"], scores[f"grid_p{p}_excess_rms"]
+            min_stat = thresholds.grid_excess_ratio
+        else:
+            stat, rms = scores[f"grid_p{p}_fold"], scores[f"grid_p{p}_rms"]
+            min_stat = thresholds.grid_fold
         min_rms = thresholds.jpeg_grid_rms if jpeg and p % JPEG_BLOCK == 0 else thresholds.grid_rms
-        if ratio >= min_ratio and rms >= min_rms:  # NaN compares False
+        if stat >= min_stat and rms >= min_rms:  # NaN compares False
             flags.append(f"grid_p{p}")
     if differential:
         if scores["mean_luma_change"] <= -thresholds.darker:

@@ -29,7 +29,7 @@ DETAIL_SIDE = 96
 DETAIL_ZOOM = 3
 SPECTRUM_CAPTION = (
     "log |FFT| of the high-passed, windowed luma, zero frequency in the centre. Circles: the lattice points "
-    "of the grid periods, red where the peak stands out of its neighbours by the grid threshold or more; "
+    "of the grid periods, red where the peak stands out of its neighbours by grid_ratio or more; "
     "a grid shows as bright dots on the circles."
 )
 #: Score columns of the offenders table, in order, when present.
@@ -42,9 +42,9 @@ def severity(entry: dict, thresholds: ArtifactThresholds) -> tuple[int, float]:
     differential = "mean_luma_change" in scores
     worst = 0.0
     for p in grid_periods(scores):
-        key = f"grid_p{p}_excess" if differential else f"grid_p{p}"
+        key = f"grid_p{p}_excess" if differential else f"grid_p{p}_fold"
         value = scores.get(key)
-        limit = thresholds.grid_excess_ratio if differential else thresholds.grid_ratio
+        limit = thresholds.grid_excess_ratio if differential else thresholds.grid_fold
         if value is not None:
             worst = max(worst, value / limit)
     return len(entry["flags"]), worst
@@ -114,7 +114,9 @@ def _score_columns(entries: list[dict]) -> list[str]:
     differential = "mean_luma_change" in scores
     cols = []
     for p in grid_periods(scores):
-        cols += [f"grid_p{p}_excess", f"grid_p{p}_excess_rms"] if differential else [f"grid_p{p}", f"grid_p{p}_rms"]
+        cols += (
+            [f"grid_p{p}_excess", f"grid_p{p}_excess_rms"] if differential else [f"grid_p{p}_fold", f"grid_p{p}_rms"]
+        )
     cols += [c for c in _TONE_COLUMNS if c in scores][:3]
     return cols
 
