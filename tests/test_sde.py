@@ -8,7 +8,15 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from imgpref.sampling import cps_step, ddim_step, gaussian_kl_same_std, gaussian_log_prob, sde_step
+from imgpref.sampling import (
+    cps_step,
+    ddim_deterministic_step,
+    ddim_step,
+    euler_step,
+    gaussian_kl_same_std,
+    gaussian_log_prob,
+    sde_step,
+)
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -200,6 +208,36 @@ def test_ddim_step_matches_diffusers_scheduler(prediction):
     # Without the offset the last step goes from ᾱ_0 to ᾱ_0: zero variance, no log-prob.
     with pytest.raises(ValueError, match="alpha_prod_t"):
         ddim_step(x, out, scheduler.alphas_cumprod[0], scheduler.final_alpha_cumprod, prediction=prediction)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_ddim_deterministic_step_matches_diffusers_with_eta_zero(prediction):
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, prediction_type=prediction
+    )
+    scheduler.set_timesteps(10)
+    g = torch.Generator().manual_seed(4)
+    x, out = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    t = scheduler.timesteps[3]
+    a_t, a_prev = scheduler.alphas_cumprod[int(t)], scheduler.alphas_cumprod[int(t) - 100]
+    reference = scheduler.step(out, t, x, eta=0.0).prev_sample
+    torch.testing.assert_close(ddim_deterministic_step(x, out, a_t, a_prev, prediction=prediction), reference)
+
+
+def test_euler_step_matches_diffusers_flow_match_scheduler():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    scheduler.set_timesteps(8)
+    g = torch.Generator().manual_seed(5)
+    x, v = torch.randn(3, 16, 4, generator=g), torch.randn(3, 16, 4, generator=g)
+    reference = scheduler.step(v, scheduler.timesteps[2], x).prev_sample
+    sigma, sigma_next = scheduler.sigmas[2], scheduler.sigmas[3]
+    torch.testing.assert_close(euler_step(x, v, sigma, sigma_next), reference)
+    per_sample = euler_step(x, v, torch.tensor([sigma, sigma, 1.0]), sigma_next)
+    assert torch.equal(per_sample[:2], euler_step(x, v, sigma, sigma_next)[:2])
 
 
 def test_steps_reject_bad_inputs():

@@ -32,7 +32,7 @@ DdimPrediction = Literal["epsilon", "v_prediction"]
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def _per_sample(value: float | torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+def per_sample_level(value: float | torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
     """A noise level as a float32 tensor [B] on ``x``'s device."""
     batch = x.shape[0]
     t = torch.as_tensor(value, dtype=torch.float32, device=x.device)
@@ -57,7 +57,7 @@ def gaussian_log_prob(sample: torch.Tensor, mean: torch.Tensor, std: float | tor
     if sample.shape != mean.shape:
         raise ValueError(f"gaussian_log_prob: sample {tuple(sample.shape)} and mean {tuple(mean.shape)} differ")
     mean = mean.float()
-    s = _per_sample(std, mean, "std")
+    s = per_sample_level(std, mean, "std")
     if bool((s <= 0).any()):
         raise ValueError(
             "gaussian_log_prob: std must be > 0; this step is deterministic (noise level 0, eta 0, or a CPS step "
@@ -79,7 +79,7 @@ def gaussian_kl_same_std(mean_p: torch.Tensor, mean_q: torch.Tensor, std: float 
     if mean_p.shape != mean_q.shape:
         raise ValueError(f"gaussian_kl_same_std: means differ in shape, {tuple(mean_p.shape)} vs {tuple(mean_q.shape)}")
     mean_p, mean_q = mean_p.float(), mean_q.float()
-    s = _per_sample(std, mean_p, "std")
+    s = per_sample_level(std, mean_p, "std")
     if bool((s <= 0).any()):
         raise ValueError("gaussian_kl_same_std: std must be > 0")
     return _flat_mean((mean_p - mean_q).square() / (2 * expand_like(s, mean_p).square()))
@@ -154,7 +154,7 @@ def sde_step(
     if v.shape != x.shape:
         raise ValueError(f"sde_step: v {tuple(v.shape)} differs from x {tuple(x.shape)}")
     x, v = x.float(), v.float()
-    sig, sig_next = _per_sample(sigma, x, "sigma"), _per_sample(sigma_next, x, "sigma_next")
+    sig, sig_next = per_sample_level(sigma, x, "sigma"), per_sample_level(sigma_next, x, "sigma_next")
     _check_flow_levels(sig, sig_next, "sde_step")
 
     dt = sig_next - sig
@@ -203,7 +203,7 @@ def cps_step(
     if v.shape != x.shape:
         raise ValueError(f"cps_step: v {tuple(v.shape)} differs from x {tuple(x.shape)}")
     x, v = x.float(), v.float()
-    sig, sig_next = _per_sample(sigma, x, "sigma"), _per_sample(sigma_next, x, "sigma_next")
+    sig, sig_next = per_sample_level(sigma, x, "sigma"), per_sample_level(sigma_next, x, "sigma_next")
     _check_flow_levels(sig, sig_next, "cps_step")
 
     angle = noise_level * math.pi / 2
@@ -218,6 +218,20 @@ def cps_step(
     else:
         log_prob = gaussian_log_prob(x_next, mean, std)
     return x_next, mean, log_prob, std
+
+
+def ddim_predictions(
+    x: torch.Tensor, model_output: torch.Tensor, alpha_prod_t: torch.Tensor, prediction: DdimPrediction
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x̂₀, ε̂) from an ε- or v-prediction at ᾱ_t (float32 inputs; ``alpha_prod_t`` per sample [B])::
+
+    ε:  x̂₀ = (x − sqrt(1 − ᾱ_t) ε̂) / sqrt(ᾱ_t)
+    v:  x̂₀ = sqrt(ᾱ_t) x − sqrt(1 − ᾱ_t) v̂,   ε̂ = sqrt(ᾱ_t) v̂ + sqrt(1 − ᾱ_t) x   (arXiv 2202.00512)
+    """
+    sa_t, sb_t = expand_like(alpha_prod_t.sqrt(), x), expand_like((1 - alpha_prod_t).sqrt(), x)
+    if prediction == "epsilon":
+        return (x - sb_t * model_output) / sa_t, model_output
+    return sa_t * x - sb_t * model_output, sa_t * model_output + sb_t * x
 
 
 def ddim_step(
@@ -256,7 +270,10 @@ def ddim_step(
     if model_output.shape != x.shape:
         raise ValueError(f"ddim_step: model_output {tuple(model_output.shape)} differs from x {tuple(x.shape)}")
     x, out = x.float(), model_output.float()
-    a_t, a_prev = _per_sample(alpha_prod_t, x, "alpha_prod_t"), _per_sample(alpha_prod_t_prev, x, "alpha_prod_t_prev")
+    a_t, a_prev = (
+        per_sample_level(alpha_prod_t, x, "alpha_prod_t"),
+        per_sample_level(alpha_prod_t_prev, x, "alpha_prod_t_prev"),
+    )
     if bool(((a_t <= 0) | (a_t >= a_prev) | (a_prev > 1)).any()):
         raise ValueError(
             f"ddim_step: need 0 < alpha_prod_t < alpha_prod_t_prev <= 1, got {a_t.tolist()} and {a_prev.tolist()}"
@@ -264,13 +281,7 @@ def ddim_step(
 
     variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
     std = eta * variance.sqrt()
-    sa_t, sb_t = expand_like(a_t.sqrt(), x), expand_like((1 - a_t).sqrt(), x)
-    if prediction == "epsilon":
-        eps_hat = out
-        x0_hat = (x - sb_t * out) / sa_t
-    else:
-        x0_hat = sa_t * x - sb_t * out
-        eps_hat = sa_t * out + sb_t * x
+    x0_hat, eps_hat = ddim_predictions(x, out, a_t, prediction)
     # 1 − ᾱ_prev − s² ≥ 0 for η ≤ 1 in exact arithmetic; the clamp only absorbs rounding.
     direction = (1 - a_prev - std.square()).clamp(min=0).sqrt()
     mean = expand_like(a_prev.sqrt(), x) * x0_hat + expand_like(direction, x) * eps_hat

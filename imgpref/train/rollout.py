@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from imgpref.models.base import Cond, FamilyAdapter, concat_cond, index_cond
+from imgpref.sampling.ode import ddim_deterministic_step, euler_step
 from imgpref.sampling.sde import cps_step, ddim_step, sde_step
 from imgpref.schedules import DDPMSchedule
 
@@ -183,19 +184,11 @@ def model_output(
 
 
 def deterministic_step(schedule: StepSchedule, k: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """A step outside the window: Euler ``x + (σ' − σ) v`` (flow) or DDIM with η = 0 (Song et al. 2020,
-    arXiv 2010.02502, eq. 12: ``sqrt(ᾱ_prev) x̂₀ + sqrt(1 − ᾱ_prev) ε̂``), float32."""
-    x, out = x.float(), out.float()
+    """Step ``k`` outside the window: Euler (flow) or DDIM with η = 0 (:mod:`imgpref.sampling.ode`)."""
+    level, level_next = schedule.level[k].to(x.device), schedule.level_next[k].to(x.device)
     if schedule.kind == "flow":
-        return x + (schedule.level_next[k] - schedule.level[k]).to(x.device) * out
-    a_t, a_prev = schedule.level[k].to(x.device), schedule.level_next[k].to(x.device)
-    if schedule.prediction == "epsilon":
-        eps = out
-        x0 = (x - (1 - a_t).sqrt() * out) / a_t.sqrt()
-    else:
-        x0 = a_t.sqrt() * x - (1 - a_t).sqrt() * out
-        eps = a_t.sqrt() * out + (1 - a_t).sqrt() * x
-    return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+        return euler_step(x, out, level, level_next)
+    return ddim_deterministic_step(x, out, level, level_next, prediction=schedule.prediction)
 
 
 def stochastic_step(
