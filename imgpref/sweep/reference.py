@@ -124,27 +124,11 @@ def compute_reference(config: DPOConfig, positions: Sequence[int], progress: boo
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from imgpref.models import load_model
-    from imgpref.train.dpo import make_batch, pair_errors
-    from imgpref.train.latent_cache import encode_pairs
-    from imgpref.train.pair_data import check_images, read_pairs
+    from imgpref.train.dpo import load_model_and_pairs, make_batch, pair_errors
 
     device_is_cpu = config.model.device == "cpu" or not torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=device_is_cpu)
-    device = accelerator.device if config.model.device == "auto" else config.model.resolve_device()
-    model_path = config.model.resolve_path()
-    model = load_model(config.model.family, model_path, dtype=config.model.torch_dtype, device=device)
-    pairs = read_pairs(config.data.path, config.data.limit)
-    size = check_images(Path(config.data.path), pairs, config.data.resolution)
-    data, _, _ = encode_pairs(
-        model,
-        model_path,
-        pairs,
-        size,
-        cache_dir=config.data.cache_dir or None,
-        batch_size=config.data.encode_batch_size,
-        progress=progress,
-    )
+    model, data, _, _, _ = load_model_and_pairs(config, accelerator, progress=progress)
     errors = {}
     with accelerator.autocast():
         for start in tqdm(positions, desc="reference errors", unit="batch", disable=not progress):

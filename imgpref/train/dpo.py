@@ -127,6 +127,33 @@ def _mean_metrics(rows: list[dict[str, torch.Tensor]], accelerator: Accelerator)
     return {k: float(v) for k, v in zip(keys, stacked.tolist(), strict=True)}
 
 
+def load_model_and_pairs(
+    config: DPOConfig, accelerator: Accelerator, *, progress: bool
+) -> tuple[FamilyAdapter, EncodedPairs, tuple[int, int], Path, bool]:
+    """Check the pair data (errors name the metadata line), load the model and encode the pairs once (or
+    read them from the latent cache): (model, encoded pairs, image size, cache entry, cache hit).
+    The main process resolves the model first (it builds the toy model on first use) and encodes first."""
+    pairs = read_pairs(config.data.path, config.data.limit)
+    size = check_images(Path(config.data.path), pairs, config.data.resolution)
+    with accelerator.main_process_first():
+        model_path = config.model.resolve_path()
+    device = accelerator.device if config.model.device == "auto" else config.model.resolve_device()
+    from imgpref.models import load_model
+
+    model = load_model(config.model.family, model_path, dtype=config.model.torch_dtype, device=device)
+    with accelerator.main_process_first():
+        data, cache_entry, hit = encode_pairs(
+            model,
+            model_path,
+            pairs,
+            size,
+            cache_dir=config.data.cache_dir or None,
+            batch_size=config.data.encode_batch_size,
+            progress=progress,
+        )
+    return model, data, size, cache_entry, hit
+
+
 def train_dpo(
     config: DPOConfig,
     out_dir: str | Path,
@@ -149,25 +176,8 @@ def train_dpo(
     out, resumed, say = open_run(out_dir, COMMAND, config, accelerator)
 
     # ----- data and model -------------------------------------------------------------------------
-    pairs = read_pairs(config.data.path, config.data.limit)
-    size = check_images(Path(config.data.path), pairs, config.data.resolution)
-    model_path = config.model.resolve_path() if main else None
-    accelerator.wait_for_everyone()  # the main process builds the toy model on first use
-    model_path = config.model.resolve_path()
-    device = accelerator.device if config.model.device == "auto" else config.model.resolve_device()
-    from imgpref.models import load_model
-
-    model = load_model(config.model.family, model_path, dtype=config.model.torch_dtype, device=device)
-    with accelerator.main_process_first():
-        data, cache_entry, hit = encode_pairs(
-            model,
-            model_path,
-            pairs,
-            size,
-            cache_dir=config.data.cache_dir or None,
-            batch_size=config.data.encode_batch_size,
-            progress=progress and main,
-        )
+    model, data, size, cache_entry, hit = load_model_and_pairs(config, accelerator, progress=progress and main)
+    device = model.device
     state = "cached" if hit else "encoded"
     say(f"pairs: {len(data)} from {config.data.path} at {size[1]}x{size[0]}; latents {state} in {cache_entry}")
     # The encoders are never needed again during training: free their memory on the device.
