@@ -240,6 +240,10 @@ def breakdown(truth: dict[str, dict], records: list[dict]) -> list[str]:
                 lambda t, p=is_png, m=method: (t["quality"] is None) == p and t["method"] == m,
             )
     row("upscaled", "blur", "flagged blur instead (JPEG)", lambda t: t["quality"] is not None)
+    by_shape = [f for f, t in truth.items() if "pass-band" in by_file[f]["issues"].get("upscaled", "")]
+    for defect in ("upscaled", "blur", "clean"):
+        n = sum(truth[f]["defect"] == defect for f in by_shape)
+        lines.append(f"| {defect} | flagged upscaled by the pass-band shape (soft, no trace) | {n} | - |")
     for kind in ("gaussian", "gaussian + noise", "defocus", "defocus + noise", "motion", "motion + noise"):
         row("blur", "blur", kind, lambda t, k=kind: t["kind"] == k)
     for color in [*PAD_COLORS, "random"]:

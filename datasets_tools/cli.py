@@ -32,7 +32,7 @@ report.md and report.html (thumbnails grouped by problem), thumbs/.
 
 settings: --config YAML and --set section.key=value, e.g. --set min_side=768
 --set blur.max_edge_width_px=1.2 --set duplicates.max_distance=10 (sections: padding, blur, upscale,
-jpeg, duplicates, outliers; defaults calibrated in bench/data.md).
+passband, jpeg, duplicates, outliers; defaults calibrated in bench/data.md).
 """
 )
 BUILD_EPILOG = """\

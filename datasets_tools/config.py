@@ -11,6 +11,7 @@ from datasets_tools.duplicates import DuplicateConfig
 from datasets_tools.jpeg_quality import JpegQualityConfig
 from datasets_tools.outliers import OutlierConfig
 from datasets_tools.padding import PaddingConfig
+from datasets_tools.passband import PassbandConfig
 from datasets_tools.resampling import UpscaleConfig
 from datasets_tools.sharpness import BlurConfig
 
@@ -26,6 +27,7 @@ class ScanConfig:
     padding: PaddingConfig = field(default_factory=PaddingConfig)
     blur: BlurConfig = field(default_factory=BlurConfig)
     upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
+    passband: PassbandConfig = field(default_factory=PassbandConfig)
     jpeg: JpegQualityConfig = field(default_factory=JpegQualityConfig)
     duplicates: DuplicateConfig = field(default_factory=DuplicateConfig)
     outliers: OutlierConfig = field(default_factory=OutlierConfig)

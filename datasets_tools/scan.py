@@ -9,9 +9,10 @@ issue                         check
 ``too_small``                 short side below ``min_side`` (after removing padding)
 ``padding``                   flat bars along the edges (:mod:`.padding`); *cropped*, not rejected
 ``upscaled``                  resampling traces of an enlargement *and* missing high frequencies
-                              (:mod:`.resampling`)
+                              (:mod:`.resampling`), or soft (see ``blur``) with the square pass-band
+                              of a separable resize (:mod:`.passband`)
 ``blur``                      even the sharpest edges wider than ``blur.max_edge_width_px``
-                              (:mod:`.sharpness`); not reported on images already flagged ``upscaled``
+                              (:mod:`.sharpness`) and not an enlargement by either test above
                               (that explains the softness)
 ``low_jpeg_quality``          JPEG quality estimate below ``jpeg.min_quality`` (:mod:`.jpeg_quality`)
 ============================  ===========================================================================
@@ -38,12 +39,13 @@ from PIL import Image, ImageDraw
 
 from datasets_tools.config import ScanConfig
 from datasets_tools.descriptors import ClipEmbedder, fallback_descriptor
-from datasets_tools.duplicates import colour_thumbnail, group_pairs, near_duplicate_pairs, phash_pair
+from datasets_tools.duplicates import central_crop, colour_thumbnail, group_pairs, near_duplicate_pairs, phash_pair
 from datasets_tools.imageio import load, luma, read_image, sha256_bytes
 from datasets_tools.jpeg_quality import estimate_quality
 from datasets_tools.layout import ImageEntry, Layout, LayoutError, discover, resolve_inside
 from datasets_tools.outliers import judge_subjects
 from datasets_tools.padding import find_padding
+from datasets_tools.passband import looks_enlarged, passband_shape
 from datasets_tools.resampling import detect_upscale
 from datasets_tools.sharpness import edge_width
 
@@ -73,6 +75,7 @@ class ImageResult:
     record: dict[str, Any]
     descriptor: np.ndarray | None = None
     colour_thumb: np.ndarray | None = None
+    centre_thumb: np.ndarray | None = None
     thumbnail: bytes | None = None
 
 
@@ -120,7 +123,9 @@ def analyze_image(root: Path, entry: ImageEntry, cfg: ScanConfig) -> ImageResult
     (upright), ``exif_rotated``, ``padding`` (bar widths), ``crop_box`` (left, top, right, bottom; the
     whole image when there is no padding), ``upscale`` (score, frequency, factor, hf_ratio),
     ``edge_width_px`` and ``edge_scale`` (the factor the image was shrunk by before measuring),
-    ``jpeg_quality``, ``phash`` and ``phash_mirror``, and ``issues`` (issue -> human-readable detail).
+    ``jpeg_quality``, ``phash`` and ``phash_mirror`` (and ``phash_centre``, ``phash_centre_mirror`` of the
+    central crop compared for duplicates), ``passband`` (for soft images, :mod:`.passband`), and ``issues``
+    (issue -> human-readable detail).
     Cross-image fields (``duplicate_of``, ``outlier``) are added by :func:`scan_folder`.
     """
     record: dict[str, Any] = {"file": entry.file, "subject": entry.subject, "issues": {}}
@@ -155,7 +160,8 @@ def analyze_image(root: Path, entry: ImageEntry, cfg: ScanConfig) -> ImageResult
     # Only the centred square that detect_upscale analyses is turned into luma (big photos: 10x cheaper).
     side = min(short, cfg.upscale.analysis_size)
     top_c, left_c = (content.shape[0] - side) // 2, (content.shape[1] - side) // 2
-    up = detect_upscale(luma(content[top_c : top_c + side, left_c : left_c + side]), loaded.lossy, cfg.upscale)
+    y_square = luma(content[top_c : top_c + side, left_c : left_c + side])
+    up = detect_upscale(y_square, loaded.lossy, cfg.upscale)
     record["upscale"] = {k: v if isinstance(v, bool) else round(v, 4) for k, v in asdict(up).items()}
     if up.flagged:
         issues["upscaled"] = (
@@ -172,10 +178,19 @@ def analyze_image(root: Path, entry: ImageEntry, cfg: ScanConfig) -> ImageResult
         y_blur = luma(content)
     width_px, n_edges = edge_width(y_blur, cfg.blur)
     record.update(edge_width_px=None if width_px is None else round(width_px, 3), edge_points=n_edges, edge_scale=scale)
-    if "upscaled" not in issues:
-        if width_px is None:
+    soft = width_px is None or width_px > cfg.blur.max_edge_width_px
+    if soft and "upscaled" not in issues:
+        # Soft without a resampling trace: a square (separable) pass-band says enlarged, a round one blurred.
+        shape = passband_shape(y_square)
+        record["passband"] = {k: round(v, 4) for k, v in asdict(shape).items()}
+        if np.isfinite(up.hf_ratio) and looks_enlarged(shape, up.hf_ratio, cfg.passband):
+            issues["upscaled"] = (
+                f"soft, no resampling trace, but a square pass-band (separable resize): diagonals keep "
+                f"{shape.corner:.2f} decades more detail than the axes past {shape.cutoff:.2f} cycles/px"
+            )
+        elif width_px is None:
             issues["blur"] = f"no edges found ({n_edges} edge points < {cfg.blur.min_edges})"
-        elif width_px > cfg.blur.max_edge_width_px:
+        else:
             issues["blur"] = f"sharpest edges {width_px:.2f} px wide > {cfg.blur.max_edge_width_px}"
 
     quality = estimate_quality(loaded.quantization) if loaded.format == "JPEG" else None
@@ -186,10 +201,16 @@ def analyze_image(root: Path, entry: ImageEntry, cfg: ScanConfig) -> ImageResult
     # Hashes, descriptor and thumbnails only need a few hundred pixels: compute them from a reduced copy.
     reduced = np.asarray(_reduced(content_image, REDUCED_SIDE))
     record["phash"], record["phash_mirror"] = phash_pair(reduced)
+    centre = central_crop(reduced, cfg.duplicates.centre_fraction)
+    record["phash_centre"], record["phash_centre_mirror"] = phash_pair(centre)
     full = _reduced(Image.fromarray(rgb), REDUCED_SIDE) if pad.found else Image.fromarray(reduced)
     thumb = _thumbnail(full, pad.box if pad.found else None, width, cfg.thumbnail_size)
     return ImageResult(
-        record, descriptor=fallback_descriptor(reduced), colour_thumb=colour_thumbnail(reduced), thumbnail=thumb
+        record,
+        descriptor=fallback_descriptor(reduced),
+        colour_thumb=colour_thumbnail(reduced),
+        centre_thumb=colour_thumbnail(centre),
+        thumbnail=thumb,
     )
 
 
@@ -207,14 +228,29 @@ def _keeper_key(record: dict[str, Any], order: int) -> tuple:
 
 
 def _mark_duplicates(
-    records: list[dict[str, Any]], thumbs: list[np.ndarray | None], cfg: ScanConfig
+    records: list[dict[str, Any]],
+    thumbs: list[np.ndarray | None],
+    centre_thumbs: list[np.ndarray | None],
+    cfg: ScanConfig,
 ) -> list[list[str]]:
     readable = [i for i, r in enumerate(records) if "phash" in r]
+
+    def stacked(rows: list[np.ndarray | None]) -> np.ndarray:
+        return np.stack([rows[i] for i in readable]) if readable else np.zeros((0, 0), np.float32)
+
+    centre = None
+    if cfg.duplicates.centre_fraction < 1:
+        centre = (
+            [records[i]["phash_centre"] for i in readable],
+            [records[i]["phash_centre_mirror"] for i in readable],
+            stacked(centre_thumbs),
+        )
     pairs = near_duplicate_pairs(
         [records[i]["phash"] for i in readable],
         [records[i]["phash_mirror"] for i in readable],
-        np.stack([thumbs[i] for i in readable]) if readable else np.zeros((0, 0), np.float32),
+        stacked(thumbs),
         cfg.duplicates,
+        centre,
     )
     distance = {(a, b): d for a, b, d in pairs}
     groups = []
@@ -286,7 +322,7 @@ def scan_folder(
     per_image = time.perf_counter() - start
 
     records = [r.record for r in results]
-    groups = _mark_duplicates(records, [r.colour_thumb for r in results], cfg)
+    groups = _mark_duplicates(records, [r.colour_thumb for r in results], [r.centre_thumb for r in results], cfg)
     descriptor = _mark_outliers(records, [r.descriptor for r in results], cfg, root)
     subjects = {
         sid: {

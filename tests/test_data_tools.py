@@ -20,14 +20,22 @@ from scipy import ndimage
 
 from datasets_tools import defects, synthetic
 from datasets_tools.config import ScanConfig
-from datasets_tools.duplicates import DuplicateConfig, colour_thumbnail, group_pairs, near_duplicate_pairs, phash_pair
+from datasets_tools.duplicates import (
+    DuplicateConfig,
+    central_crop,
+    colour_thumbnail,
+    group_pairs,
+    near_duplicate_pairs,
+    phash_pair,
+)
 from datasets_tools.imageio import luma, read_image
 from datasets_tools.jpeg_quality import LUMA_BASE, estimate_quality, ijg_table
 from datasets_tools.layout import LayoutError, discover
 from datasets_tools.manifest import ManifestError, build_manifest, load_subject_manifest
 from datasets_tools.outliers import judge_subjects
 from datasets_tools.padding import find_padding
-from datasets_tools.resampling import detect_upscale, remove_periodic
+from datasets_tools.passband import PassbandConfig, looks_enlarged, passband_shape
+from datasets_tools.resampling import UpscaleConfig, detect_upscale, hf_ratio, remove_periodic
 from datasets_tools.scan import scan_folder
 from datasets_tools.sharpness import edge_width, edge_width_from_ratio
 
@@ -173,6 +181,37 @@ def test_clean_blurred_and_jpeg_photos_are_not_upscaled(seed):
     assert not detect_upscale(luma(defects.gaussian_blur(image, 2.0)), lossy=False).flagged
 
 
+def test_passband_corner_is_small_for_isotropic_spectra_and_large_for_a_square_cut_off():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, (SIDE, SIDE))
+    fy, fx = np.fft.fftfreq(SIDE)[:, None], np.fft.fftfreq(SIDE)[None, :]
+    square = np.real(np.fft.ifft2(np.fft.fft2(noise) * ((np.abs(fx) < 0.15) & (np.abs(fy) < 0.15))))
+    for isotropic in (noise, ndimage.gaussian_filter(noise, 1.5)):
+        shape = passband_shape(128 + 40 * isotropic)
+        assert shape.corner < 0.15 and shape.anisotropy < 0.15
+    shape = passband_shape(128 + 40 * square)
+    assert shape.corner > 2.0 and shape.anisotropy < 0.3
+    assert passband_shape(square[:64, :64]).corner == 0.0  # too small to measure: never "enlarged"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_passband_tells_enlarged_from_blurred_photos(seed):
+    image = shot(seed)
+    cfg = PassbandConfig()
+
+    def enlarged(array):
+        y = luma(array)
+        return looks_enlarged(passband_shape(y), hf_ratio(y, UpscaleConfig().hf_cutoff), cfg)
+
+    for method in defects.UPSCALE_FILTERS:
+        assert enlarged(defects.downscale_upscale(image, 3.0, method)), method
+    assert enlarged(jpeg(defects.downscale_upscale(image, 3.0, "bilinear"))), "JPEG bilinear"
+    for blurred in (defects.gaussian_blur(image, 2.0), jpeg(defects.gaussian_blur(image, 2.0))):
+        assert not enlarged(blurred)
+    motion = defects.motion_blur(image, 9, 30.0)
+    assert passband_shape(luma(motion)).anisotropy > cfg.max_anisotropy and not enlarged(motion)
+
+
 def test_png_saved_from_a_jpeg_is_analysed_as_jpeg():
     up = detect_upscale(luma(jpeg(shot(5, 320, 320), 85)), lossy=False)
     assert up.block_grid and not up.flagged
@@ -203,15 +242,40 @@ def _hashes(images):
     return [h for h, _ in pairs], [m for _, m in pairs], np.stack([colour_thumbnail(a) for a in images])
 
 
+def _centre_hashes(images):
+    return _hashes([central_crop(a, DuplicateConfig().centre_fraction) for a in images])
+
+
 def test_near_duplicates_found_and_distinct_shots_not_paired():
     rng = np.random.default_rng(0)
     originals = [shot(seed, subject=seed % 2) for seed in range(6)]  # 3 shots each of 2 subjects
     copies = [defects.near_duplicate(a, rng)[0] for a in originals[:3]]
     mirrored = np.ascontiguousarray(originals[3][:, ::-1])
     images = originals + copies + [mirrored]
-    pairs = near_duplicate_pairs(*_hashes(images), DuplicateConfig())
-    found = {(i, j) for i, j, _ in pairs}
-    assert found == {(0, 6), (1, 7), (2, 8), (3, 9)}
+    for centre in (None, _centre_hashes(images)):
+        pairs = near_duplicate_pairs(*_hashes(images), DuplicateConfig(), centre)
+        found = {(i, j) for i, j, _ in pairs}
+        assert found == {(0, 6), (1, 7), (2, 8), (3, 9)}
+
+
+def test_central_crop_keeps_the_fraction_centred():
+    image = np.arange(100 * 50).reshape(100, 50)
+    crop = central_crop(image, 0.9)
+    assert crop.shape == (90, 46) and crop[0, 0] == image[5, 2]
+
+
+def test_copies_cropped_a_few_percent_are_found_only_through_the_central_crop():
+    originals = [shot(seed, subject=seed % 2) for seed in range(6)]
+    copies = []
+    for margins in ((0.06, 0.02, 0.05, 0.06), (0.02, 0.05, 0.06, 0.04), (0.05, 0.06, 0.04, 0.03)):
+        h, w = SIDE, SIDE
+        box = (int(margins[0] * w), int(margins[1] * h), int(w - margins[2] * w), int(h - margins[3] * h))
+        copies.append(np.asarray(Image.fromarray(originals[len(copies)]).crop(box)))
+    images = originals + copies
+    whole_only = {(i, j) for i, j, _ in near_duplicate_pairs(*_hashes(images), DuplicateConfig())}
+    assert whole_only < {(0, 6), (1, 7), (2, 8)}  # the whole-image hashes miss some of them
+    pairs = near_duplicate_pairs(*_hashes(images), DuplicateConfig(), _centre_hashes(images))
+    assert {(i, j) for i, j, _ in pairs} == {(0, 6), (1, 7), (2, 8)}
 
 
 def test_duplicate_groups_are_transitive():
