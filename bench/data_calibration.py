@@ -244,6 +244,10 @@ def breakdown(truth: dict[str, dict], records: list[dict]) -> list[str]:
     for defect in ("upscaled", "blur", "clean"):
         n = sum(truth[f]["defect"] == defect for f in by_shape)
         lines.append(f"| {defect} | flagged upscaled by the pass-band shape (soft, no trace) | {n} | - |")
+    by_direction = [f for f, t in truth.items() if "motion blur" in by_file[f]["issues"].get("blur", "")]
+    for defect in ("blur", "upscaled", "clean", "padding"):
+        n = sum(truth[f]["defect"] == defect for f in by_direction)
+        lines.append(f"| {defect} | flagged blur by the directional (motion) test | {n} | - |")
     for kind in ("gaussian", "gaussian + noise", "defocus", "defocus + noise", "motion", "motion + noise"):
         row("blur", "blur", kind, lambda t, k=kind: t["kind"] == k)
     for color in [*PAD_COLORS, "random"]:
@@ -316,27 +320,44 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=10, help="clean shots per subject")
     parser.add_argument("--size", type=int, default=512, help="short side of the photos")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep", type=Path, help="also keep the generated folder and scan records here")
+    parser.add_argument(
+        "--keep", type=Path, help="also keep the generated folder and scan records here (with --rescan: the records)"
+    )
+    parser.add_argument(
+        "--rescan",
+        type=Path,
+        help="instead of generating, scan a folder kept by --keep (subjects/, truth.json) with the current code",
+    )
     parser.add_argument(
         "--throughput", default="512,1024,3024", help="short sides (comma-separated) to time the checks at; '' skips"
     )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "subjects"
-        start = time.perf_counter()
-        builder = build(root, args.subjects, args.shots, args.size, args.seed)
-        made = time.perf_counter() - start
-        result = scan_folder(root, ScanConfig())
+    if args.rescan:
+        truth_file = args.rescan / "truth.json"
+        if not truth_file.is_file():
+            raise SystemExit(f"--rescan {args.rescan}: no truth.json there (make the folder with --keep)")
+        truth, made = json.loads(truth_file.read_text()), 0.0
+        result = scan_folder(args.rescan / "subjects", ScanConfig())
         records = result.records
         if args.keep:
-            import shutil
-
-            shutil.copytree(root, args.keep / "subjects", dirs_exist_ok=True)
+            args.keep.mkdir(parents=True, exist_ok=True)
             (args.keep / "scan.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-            (args.keep / "truth.json").write_text(json.dumps(builder.truth, indent=1))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "subjects"
+            start = time.perf_counter()
+            builder = build(root, args.subjects, args.shots, args.size, args.seed)
+            made = time.perf_counter() - start
+            result = scan_folder(root, ScanConfig())
+            records = result.records
+            if args.keep:
+                import shutil
 
-    truth = builder.truth
+                shutil.copytree(root, args.keep / "subjects", dirs_exist_ok=True)
+                (args.keep / "scan.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+                (args.keep / "truth.json").write_text(json.dumps(builder.truth, indent=1))
+        truth = builder.truth
     n = len(records)
     rate = n / result.seconds["per_image_checks"]
     print(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from datasets_tools.duplicates import DuplicateConfig
 from datasets_tools.jpeg_quality import JpegQualityConfig
+from datasets_tools.motion import MotionConfig
 from datasets_tools.outliers import OutlierConfig
 from datasets_tools.padding import PaddingConfig
 from datasets_tools.passband import PassbandConfig
@@ -26,6 +27,7 @@ class ScanConfig:
     """Processes analysing images in parallel (each uses one core)."""
     padding: PaddingConfig = field(default_factory=PaddingConfig)
     blur: BlurConfig = field(default_factory=BlurConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     upscale: UpscaleConfig = field(default_factory=UpscaleConfig)
     passband: PassbandConfig = field(default_factory=PassbandConfig)
     jpeg: JpegQualityConfig = field(default_factory=JpegQualityConfig)

@@ -13,7 +13,9 @@ issue                         check
                               of a separable resize (:mod:`.passband`)
 ``blur``                      even the sharpest edges wider than ``blur.max_edge_width_px``
                               (:mod:`.sharpness`) and not an enlargement by either test above
-                              (that explains the softness)
+                              (that explains the softness); or, sharp-looking edges (sensor noise
+                              added after the blur) but mid-frequency detail lost along one direction
+                              (:mod:`.motion`)
 ``low_jpeg_quality``          JPEG quality estimate below ``jpeg.min_quality`` (:mod:`.jpeg_quality`)
 ============================  ===========================================================================
 
@@ -43,6 +45,7 @@ from datasets_tools.duplicates import central_crop, colour_thumbnail, group_pair
 from datasets_tools.imageio import load, luma, read_image, sha256_bytes
 from datasets_tools.jpeg_quality import estimate_quality
 from datasets_tools.layout import ImageEntry, Layout, LayoutError, discover, resolve_inside
+from datasets_tools.motion import directional_ratio, looks_motion_blurred
 from datasets_tools.outliers import judge_subjects
 from datasets_tools.padding import find_padding
 from datasets_tools.passband import looks_enlarged, passband_shape
@@ -124,7 +127,8 @@ def analyze_image(root: Path, entry: ImageEntry, cfg: ScanConfig) -> ImageResult
     whole image when there is no padding), ``upscale`` (score, frequency, factor, hf_ratio),
     ``edge_width_px`` and ``edge_scale`` (the factor the image was shrunk by before measuring),
     ``jpeg_quality``, ``phash`` and ``phash_mirror`` (and ``phash_centre``, ``phash_centre_mirror`` of the
-    central crop compared for duplicates), ``passband`` (for soft images, :mod:`.passband`), and ``issues``
+    central crop compared for duplicates), ``passband`` (for soft images, :mod:`.passband`),
+    ``motion_ratio`` (for images neither soft nor flagged upscaled, :mod:`.motion`), and ``issues``
     (issue -> human-readable detail).
     Cross-image fields (``duplicate_of``, ``outlier``) are added by :func:`scan_folder`.
     """
@@ -192,6 +196,15 @@ def analyze_image(root: Path, entry: ImageEntry, cfg: ScanConfig) -> ImageResult
             issues["blur"] = f"no edges found ({n_edges} edge points < {cfg.blur.min_edges})"
         else:
             issues["blur"] = f"sharpest edges {width_px:.2f} px wide > {cfg.blur.max_edge_width_px}"
+    elif "upscaled" not in issues:
+        # Sharp-looking edges can be sensor noise on top of a motion blur: look for one lost direction.
+        ratio = directional_ratio(y_blur, cfg.motion)
+        record["motion_ratio"] = round(ratio, 4)
+        if looks_motion_blurred(ratio, width_px, cfg.motion):
+            issues["blur"] = (
+                f"motion blur: detail lost along one direction (mid/low-frequency energy of the weakest "
+                f"direction {ratio:.2f} of the strongest's < {cfg.motion.max_ratio})"
+            )
 
     quality = estimate_quality(loaded.quantization) if loaded.format == "JPEG" else None
     record["jpeg_quality"] = None if quality is None else asdict(quality)

@@ -32,6 +32,7 @@ from datasets_tools.imageio import luma, read_image
 from datasets_tools.jpeg_quality import LUMA_BASE, estimate_quality, ijg_table
 from datasets_tools.layout import LayoutError, discover
 from datasets_tools.manifest import ManifestError, build_manifest, load_subject_manifest
+from datasets_tools.motion import MotionConfig, directional_ratio, looks_motion_blurred, noise_sigma
 from datasets_tools.outliers import judge_subjects
 from datasets_tools.padding import find_padding
 from datasets_tools.passband import PassbandConfig, looks_enlarged, passband_shape
@@ -133,6 +134,34 @@ def test_blur_detector_on_clean_and_blurred_photos():
         # Motion blur is caught less reliably (about 3 in 4 in bench/data.md), so it is not asserted here.
         for blurred in (defects.gaussian_blur(image, 2.0), defects.defocus_blur(image, 3.0)):
             assert edge_width(luma(blurred))[0] > limit
+
+
+def test_noise_sigma_recovers_white_noise_and_ignores_ramps():
+    yy, xx = np.mgrid[0:200, 0:200]
+    ramp = 100 + 0.3 * xx + 0.2 * yy
+    assert noise_sigma(ramp) == pytest.approx(0.0, abs=1e-9)
+    noisy = ramp + np.random.default_rng(0).normal(0, 5.0, ramp.shape)
+    assert noise_sigma(noisy) == pytest.approx(5.0, rel=0.05)
+
+
+def test_directional_ratio_is_low_for_motion_blur_under_noise_only():
+    cfg = MotionConfig()
+    for seed in (0, 2, 3):
+        image = shot(seed, subject=seed)
+        clean = directional_ratio(luma(image), cfg)
+        round_blur = directional_ratio(luma(defects.gaussian_blur(image, 2.0)), cfg)
+        assert clean > cfg.max_ratio and round_blur > cfg.max_ratio
+        # Sensor noise after the blur: the direction pattern survives it.
+        shaken = luma(
+            defects.add_noise(defects.motion_blur(image, 9, 30.0 + 40 * seed), 4.0, np.random.default_rng(seed))
+        )
+        ratio = directional_ratio(shaken, cfg)
+        assert ratio < cfg.max_ratio < clean
+        assert looks_motion_blurred(ratio, edge_width(shaken)[0], cfg)
+    assert not looks_motion_blurred(0.1, None, cfg)  # no edges: left to the edge-width test
+    assert not looks_motion_blurred(0.1, cfg.min_edge_width_px / 2, cfg)  # crisp edges: oriented content
+    with pytest.raises(ValueError, match="motion.fine_sigma"):
+        MotionConfig(fine_sigma=3.0, coarse_sigma=1.0)
 
 
 # --------------------------------------------------------------------------------------- upscaling
