@@ -31,7 +31,7 @@ output (--out): scan.jsonl (one record per file), summary.json (counts, settings
 report.md and report.html (thumbnails grouped by problem), thumbs/.
 
 settings: --config YAML and --set section.key=value, e.g. --set min_side=768
---set blur.max_edge_width_px=1.2 --set duplicates.max_distance=10 (sections: padding, blur, upscale,
+--set blur.max_edge_width_px=1.2 --set duplicates.max_distance=10 (sections: padding, blur, motion, upscale,
 passband, jpeg, duplicates, outliers; defaults calibrated in bench/data.md).
 """
 )
