@@ -66,12 +66,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     dpo = train_sub.add_parser(
         "dpo", help=DPO_HELP, description=DPO_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    dpo.add_argument("--config", type=Path, help="YAML config (presets: configs/dpo/*.yaml)")
-    dpo.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
-    )
-    dpo.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier run to resume)")
-    dpo.add_argument("--quiet", action="store_true", help="no progress bars")
+    _recipe_arguments(dpo, "configs/dpo/*.yaml")
     dpo.set_defaults(handler=_cmd_dpo)
     grpo = train_sub.add_parser(
         "grpo", help=GRPO_HELP, description=GRPO_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter

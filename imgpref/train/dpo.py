@@ -28,7 +28,6 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from imgpref.config import save_config
 from imgpref.losses import bucket_accuracy, diffusion_dpo_loss, implicit_correct, per_sample_error
 from imgpref.models.base import FamilyAdapter, concat_cond
 from imgpref.models.lora import reference_mode
@@ -36,7 +35,6 @@ from imgpref.train.diagnostics import WinnerErrorMonitor
 from imgpref.train.dpo_config import DPOConfig
 from imgpref.train.draws import stream_indices, stream_noise, stream_start
 from imgpref.train.latent_cache import EncodedPairs, encode_pairs
-from imgpref.train.metrics_log import MetricsLog
 from imgpref.train.pair_data import check_images, read_pairs
 from imgpref.train.runtime import (
     Checkpointer,
@@ -44,8 +42,10 @@ from imgpref.train.runtime import (
     StopSignal,
     after_step,
     finish_run,
+    load_run_model,
     make_accelerator,
     open_run,
+    start_run,
     train_lora,
 )
 from imgpref.train.validation import Validator
@@ -135,16 +135,11 @@ def load_model_and_pairs(
     The main process resolves the model first (it builds the toy model on first use) and encodes first."""
     pairs = read_pairs(config.data.path, config.data.limit)
     size = check_images(Path(config.data.path), pairs, config.data.resolution)
-    with accelerator.main_process_first():
-        model_path = config.model.resolve_path()
-    device = accelerator.device if config.model.device == "auto" else config.model.resolve_device()
-    from imgpref.models import load_model
-
-    model = load_model(config.model.family, model_path, dtype=config.model.torch_dtype, device=device)
+    model = load_run_model(config, accelerator)
     with accelerator.main_process_first():
         data, cache_entry, hit = encode_pairs(
             model,
-            model_path,
+            config.model.resolve_path(),
             pairs,
             size,
             cache_dir=config.data.cache_dir or None,
@@ -204,10 +199,7 @@ def train_dpo(
     ckpts = Checkpointer(
         out, model, optimizer, scheduler, accelerator, validator=validator, keep=config.train.keep_checkpoints
     )
-    start_step = ckpts.resume(say, resumed)
-    if main:
-        save_config(config, out / "config.yaml")
-    log = MetricsLog(out, enabled=main, resume_step=start_step if (ckpts.found or resumed) else None)
+    start_step, log = start_run(out, config, ckpts, validator, accelerator, resumed=resumed, say=say)
 
     # ----- the loop -------------------------------------------------------------------------------
     last = config.train.max_steps
@@ -218,9 +210,6 @@ def train_dpo(
     correct_window: list[torch.Tensor] = []
     monitor = WinnerErrorMonitor(BOTH_DOWN_WINDOW, BOTH_DOWN_REPEAT)
     tick = time.perf_counter()
-    if validator is not None and start_step == 0 and main:
-        metrics, _ = validator.run(0)
-        log.log(0, metrics)
     bar = tqdm(total=last, initial=start_step, desc="DPO", unit="step", disable=not (progress and main))
     b, accum = config.train.batch_size, config.train.grad_accum
     with StopSignal() as stop:

@@ -33,14 +33,13 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from imgpref.advantages import group_advantages
-from imgpref.config import ConfigError, save_config
+from imgpref.config import ConfigError
 from imgpref.models.base import Cond, FamilyAdapter, index_cond
 from imgpref.models.lora import reference_mode
 from imgpref.rewards import MultiReward
 from imgpref.sampling.sde import gaussian_kl_same_std
 from imgpref.train.draws import stream_indices
 from imgpref.train.grpo_config import GRPOConfig, PromptSettings
-from imgpref.train.metrics_log import MetricsLog
 from imgpref.train.rollout import (
     Rollout,
     StepSampler,
@@ -57,8 +56,10 @@ from imgpref.train.runtime import (
     StopSignal,
     after_step,
     finish_run,
+    load_run_model,
     make_accelerator,
     open_run,
+    start_run,
     train_lora,
 )
 from imgpref.train.validation import Validator
@@ -166,13 +167,7 @@ def train_grpo(
     # ----- prompts, rewards, model -----------------------------------------------------------------
     prompts = load_prompts(config.prompts)
     rewards = MultiReward(config.rewards)
-    if main:
-        config.model.resolve_path()  # the main process builds the toy model on first use
-    accelerator.wait_for_everyone()
-    device = accelerator.device if config.model.device == "auto" else config.model.resolve_device()
-    from imgpref.models import load_model
-
-    model = load_model(config.model.family, config.model.resolve_path(), dtype=config.model.torch_dtype, device=device)
+    model = load_run_model(config, accelerator)
     if model.takes_reference_image:
         raise ConfigError(f"GRPO on the reference-conditioned family {model.name!r} is not supported yet")
     size = config.resolution
@@ -203,10 +198,7 @@ def train_grpo(
     ckpts = Checkpointer(
         out, model, optimizer, scheduler, accelerator, validator=validator, keep=config.train.keep_checkpoints
     )
-    start_step = ckpts.resume(say, resumed)
-    if main:
-        save_config(config, out / "config.yaml")
-    log = MetricsLog(out, enabled=main, resume_step=start_step if (ckpts.found or resumed) else None)
+    start_step, log = start_run(out, config, ckpts, validator, accelerator, resumed=resumed, say=say)
 
     # ----- the loop -------------------------------------------------------------------------------
     last = config.train.max_steps
@@ -214,9 +206,6 @@ def train_grpo(
     nonfinite_run = 0
     rows: list[dict[str, float]] = []
     done = start_step
-    if validator is not None and start_step == 0 and main:
-        metrics_v, _ = validator.run(0)
-        log.log(0, metrics_v)
     bar = tqdm(total=last, initial=start_step, desc="GRPO", unit="step", disable=not (progress and main))
     with StopSignal() as stop:
         for step in range(start_step, last):

@@ -21,11 +21,12 @@ import yaml
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from imgpref.config import ConfigError, to_dict
+from imgpref.config import ConfigError, save_config, to_dict
 from imgpref.models.base import FamilyAdapter
 from imgpref.models.lora import attach_lora, lora_parameters, lora_state_dict, save_lora, set_lora_state_dict
 from imgpref.outdir import atomic_write_text, prepare_out_dir
 from imgpref.train.checkpoint import gathered_optimizer_state, latest_checkpoint, load_checkpoint, save_checkpoint
+from imgpref.train.metrics_log import MetricsLog
 
 #: Config keys that may differ when a run is resumed (everything else must match the saved config.yaml).
 RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints")
@@ -234,6 +235,41 @@ def open_run(out_dir: str | Path, command: str, config: Any, accelerator: Any) -
         check_resume_config(out, config)
     accelerator.wait_for_everyone()
     return out, resumed, tqdm.write if accelerator.is_main_process else (lambda *_: None)
+
+
+def load_run_model(config: Any, accelerator: Any) -> FamilyAdapter:
+    """The run's base model on its device; the main process resolves ``model.path`` first (it builds the
+    toy model on first use), the others then find it."""
+    from imgpref.models import load_model
+
+    with accelerator.main_process_first():
+        path = config.model.resolve_path()
+    device = accelerator.device if config.model.device == "auto" else config.model.resolve_device()
+    return load_model(config.model.family, path, dtype=config.model.torch_dtype, device=device)
+
+
+def start_run(
+    out: Path,
+    config: Any,
+    checkpoints: Checkpointer,
+    validator: Any,
+    accelerator: Any,
+    *,
+    resumed: bool,
+    say: Callable[[str], None],
+) -> tuple[int, MetricsLog]:
+    """Resume from the latest checkpoint (or start at 0), save the resolved config, open the metrics log
+    (cut back to the resumed step) and, on a fresh start, validate the base model as step 0. Returns the
+    step to continue from and the log."""
+    main = accelerator.is_main_process
+    start_step = checkpoints.resume(say, resumed)
+    if main:
+        save_config(config, out / "config.yaml")
+    log = MetricsLog(out, enabled=main, resume_step=start_step if (checkpoints.found or resumed) else None)
+    if validator is not None and start_step == 0 and main:
+        metrics, _ = validator.run(0)
+        log.log(0, metrics)
+    return start_step, log
 
 
 def train_lora(
