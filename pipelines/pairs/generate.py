@@ -178,7 +178,7 @@ def _rank(plans: Sequence[PairPlan], ranked: list[int], images: dict, scorer: Sc
     at = 0
     for k in ranked:
         plan, n = plans[k], len(plans[k].candidate_seeds)
-        own = [float(v) for v in scores[at : at + n]]
+        own = [v.item() for v in np.asarray(scores)[at : at + n]]  # judge counts stay integers
         at += n
         best, worst = rank_candidates(own)
         images[k, "chosen"], images[k, "rejected"] = images.pop((k, best)), images.pop((k, worst))
@@ -342,10 +342,17 @@ def _assess(
     config: PairsConfig,
     scorer: Scorer | None,
 ) -> list[dict[str, Any]]:
-    """Quality fields per pair: verdict (judge/CLIP) and the base model's margin."""
+    """Quality fields per pair: verdict (judge/CLIP) and the base model's margin. Ranked pairs take their
+    verdict from the ranking, which already scored the winner (best) and the loser (worst)."""
     prompts = [p.full.prompt for p in plans]
     references = None if plans[0].full.reference is None else [p.full.reference for p in plans]
-    found = verdicts(chosen, rejected, prompts, references, scorer)
+    if plans[0].ranking is not None:
+        found = [
+            {"source": p.ranking["source"], "chosen": max(p.ranking["scores"]), "rejected": min(p.ranking["scores"])}
+            for p in plans
+        ]
+    else:
+        found = verdicts(chosen, rejected, prompts, references, scorer)
     if config.report.t_draws > 0:
         e_w, e_l = base_errors(
             model,
