@@ -240,6 +240,12 @@ def breakdown(truth: dict[str, dict], records: list[dict]) -> list[str]:
                 lambda t, p=is_png, m=method: (t["quality"] is None) == p and t["method"] == m,
             )
     row("upscaled", "blur", "flagged blur instead (JPEG)", lambda t: t["quality"] is not None)
+    by_soft_trace = [
+        f for f, t in truth.items() if "soft, with a resampling" in by_file[f]["issues"].get("upscaled", "")
+    ]
+    for defect in ("upscaled", "blur", "clean"):
+        n = sum(truth[f]["defect"] == defect for f in by_soft_trace)
+        lines.append(f"| {defect} | flagged upscaled by a resampling peak on a soft image (any hf_ratio) | {n} | - |")
     by_shape = [f for f, t in truth.items() if "pass-band" in by_file[f]["issues"].get("upscaled", "")]
     for defect in ("upscaled", "blur", "clean"):
         n = sum(truth[f]["defect"] == defect for f in by_shape)

@@ -48,6 +48,11 @@ JPEG_PERIOD = 32
 LUMA_BLOCK = 8
 #: Pixels dropped at the border of the analysed crop by the 3x3 filters and second differences.
 BORDER = 2
+#: Default ``soft_min_peak_score``: the trace test's own ``min_peak_score``. Pooled over calibration seeds
+#: 0-13 (``bench/data.md``, round 5) 4.0 took blur precision / recall from 89.8 / 93.6 % to 91.5 / 92.5 %
+#: and upscaling from 91.9 / 90.6 % to 90.6 / 92.1 %; 3.5 gave blur 92.6 / 91.0 but upscaling precision
+#: 89.4 %, 5.0 blur 90.9 / 93.2 %. On new seeds 14-19 afterwards: blur 93.3 / 92.2 %, upscaling 88.1 / 92.2 %.
+SOFT_MIN_PEAK_SCORE = 4.0
 
 
 @dataclass
@@ -77,8 +82,15 @@ class UpscaleConfig:
     original Nyquist frequency, while downscaled or rotated images show resampling traces with full
     detail (they are fine). JPEG noise lifts an enlargement's ratio to about 0.1-0.2; 0.1 missed 6 %
     more of them on the tuning seeds, 0.15 flagged more soft clean shots."""
+    soft_min_peak_score: float = SOFT_MIN_PEAK_SCORE
+    """Images the blur test finds soft (:mod:`.sharpness`) are flagged upscaled when their resampling peak
+    reaches this score, *whatever* their ``hf_ratio``: the wide edges already show the missing detail, and
+    JPEG noise often lifts an enlargement's ``hf_ratio`` past ``max_hf_ratio``, while blur leaves no
+    periodic trace. Applied by :mod:`.scan`; a very large value (e.g. ``1e9``) turns the rule off."""
 
     def __post_init__(self) -> None:
+        if self.soft_min_peak_score <= 0:
+            raise ValueError(f"upscale.soft_min_peak_score must be positive, got {self.soft_min_peak_score}")
         if self.baseline_bins < 5 or self.baseline_bins % 2 == 0:
             raise ValueError(f"upscale.baseline_bins must be odd and >= 5, got {self.baseline_bins}")
         if not 0 < self.min_frequency < 0.5:

@@ -9,8 +9,9 @@ issue                         check
 ``too_small``                 short side below ``min_side`` (after removing padding)
 ``padding``                   flat bars along the edges (:mod:`.padding`); *cropped*, not rejected
 ``upscaled``                  resampling traces of an enlargement *and* missing high frequencies
-                              (:mod:`.resampling`), or soft (see ``blur``) with the square pass-band
-                              of a separable resize (:mod:`.passband`)
+                              (:mod:`.resampling`), or soft (see ``blur``) with either a resampling
+                              trace (``upscale.soft_min_peak_score``) or the square pass-band of a
+                              separable resize (:mod:`.passband`)
 ``blur``                      even the sharpest edges wider than ``blur.max_edge_width_px``
                               (:mod:`.sharpness`) and not an enlargement by either test above
                               (that explains the softness); or, sharp-looking edges (sensor noise
@@ -184,10 +185,17 @@ def analyze_image(root: Path, entry: ImageEntry, cfg: ScanConfig) -> ImageResult
     record.update(edge_width_px=None if width_px is None else round(width_px, 3), edge_points=n_edges, edge_scale=scale)
     soft = width_px is None or width_px > cfg.blur.max_edge_width_px
     if soft and "upscaled" not in issues:
-        # Soft without a resampling trace: a square (separable) pass-band says enlarged, a round one blurred.
+        # Soft and not flagged by the trace test: a resampling peak (whatever the high-frequency power) or a
+        # square (separable) pass-band says enlarged; otherwise (a round or line-shaped pass-band) blurred.
         shape = passband_shape(y_square)
         record["passband"] = {k: round(v, 4) for k, v in asdict(shape).items()}
-        if np.isfinite(up.hf_ratio) and looks_enlarged(shape, up.hf_ratio, cfg.passband):
+        if up.score >= cfg.upscale.soft_min_peak_score:
+            # The trace test wants missing high frequencies too; the wide edges already show them missing.
+            issues["upscaled"] = (
+                f"soft, with a resampling peak {up.score:.1f} at {up.frequency:.3f} cycles/px (about "
+                f"{up.factor:.1f}x enlarged; high-frequency power {up.hf_ratio:.3f} of natural, noise or JPEG)"
+            )
+        elif np.isfinite(up.hf_ratio) and looks_enlarged(shape, up.hf_ratio, cfg.passband):
             issues["upscaled"] = (
                 f"soft, no resampling trace, but a square pass-band (separable resize): diagonals keep "
                 f"{shape.corner:.2f} decades more detail than the axes past {shape.cutoff:.2f} cycles/px"

@@ -6,6 +6,7 @@ All images are procedural (datasets_tools.synthetic) and small, so the whole fil
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import io
 import json
@@ -30,14 +31,14 @@ from datasets_tools.duplicates import (
 )
 from datasets_tools.imageio import luma, read_image
 from datasets_tools.jpeg_quality import LUMA_BASE, estimate_quality, ijg_table
-from datasets_tools.layout import LayoutError, discover
+from datasets_tools.layout import ImageEntry, LayoutError, discover
 from datasets_tools.manifest import ManifestError, build_manifest, load_subject_manifest
 from datasets_tools.motion import MotionConfig, directional_ratio, looks_motion_blurred, noise_sigma
 from datasets_tools.outliers import judge_subjects
 from datasets_tools.padding import find_padding
 from datasets_tools.passband import PassbandConfig, looks_enlarged, passband_shape
 from datasets_tools.resampling import UpscaleConfig, detect_upscale, hf_ratio, remove_periodic
-from datasets_tools.scan import scan_folder
+from datasets_tools.scan import analyze_image, scan_folder
 from datasets_tools.sharpness import edge_width, edge_width_from_ratio
 
 #: Short side of test photos: big enough for the spectral checks, small enough to be fast.
@@ -239,6 +240,31 @@ def test_passband_tells_enlarged_from_blurred_photos(seed):
         assert not enlarged(blurred)
     motion = defects.motion_blur(image, 9, 30.0)
     assert passband_shape(luma(motion)).anisotropy > cfg.max_anisotropy and not enlarged(motion)
+
+
+def test_soft_image_with_a_resampling_peak_is_upscaled_whatever_its_hf_ratio(tmp_path):
+    # A JPEG enlargement by 3.4: soft (edges about 1.1 px) with a clear resampling peak. With the trace test's
+    # high-frequency limit pushed below its hf_ratio (as JPEG noise does), the soft-image rule still calls it
+    # upscaled; with that rule off (and the pass-band test off) it falls through to blur.
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "up.jpg").write_bytes(
+        _jpeg_bytes(defects.downscale_upscale(shot(0, 384, 384), 3.4, "bicubic"), 90)
+    )
+    entry = ImageEntry(file="s/up.jpg", subject="s")
+    base = ScanConfig(min_side=64)
+    strict_hf = dataclasses.replace(base.upscale, max_hf_ratio=0.001)
+    no_shape = dataclasses.replace(base.passband, min_corner=1e9)
+    on = dataclasses.replace(base, upscale=strict_hf, passband=no_shape)
+    record = analyze_image(tmp_path, entry, on).record
+    assert record["edge_width_px"] > base.blur.max_edge_width_px
+    assert record["upscale"]["score"] >= strict_hf.soft_min_peak_score > 0
+    assert record["upscale"]["hf_ratio"] >= strict_hf.max_hf_ratio
+    assert "soft, with a resampling peak" in record["issues"]["upscaled"] and "blur" not in record["issues"]
+    off = dataclasses.replace(on, upscale=dataclasses.replace(strict_hf, soft_min_peak_score=1e9))
+    issues = analyze_image(tmp_path, entry, off).record["issues"]
+    assert "upscaled" not in issues and "sharpest edges" in issues["blur"]
+    with pytest.raises(ValueError, match="upscale.soft_min_peak_score"):
+        UpscaleConfig(soft_min_peak_score=0)
 
 
 def test_png_saved_from_a_jpeg_is_analysed_as_jpeg():
