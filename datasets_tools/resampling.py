@@ -30,6 +30,13 @@ to a 1/f^2 spectrum with the same mid-band power (natural images are close to 1/
 van Hateren 1996). An image is flagged only with traces *and* missing high frequencies: downscaled and
 rotated photos also carry resampling traces but keep their detail. On its own the ratio cannot tell
 upscaling from blur.
+
+**Which peaks count.** Missing detail above 0.25 cycles/px means a factor ``k >= 2``, whose fundamental
+``1/k`` lies in [0.25, 0.5] for ``k <= 4`` and whose second harmonic ``2/k`` does for ``k <= 8``. The
+flag therefore needs the peak at or above ``min_trace_frequency`` (0.25). Lower peaks on images with sharp
+edges are mostly the aliased harmonics of regular patterns in the scene (a checked or spotted fabric drawn
+with hard edges: a 4-fold symmetric pattern puts the same frequency on both axes, like a resize); an
+enlargement by more than 4 leaves wide edges, and the soft-image rule of :mod:`.scan` still uses them.
 """
 
 from __future__ import annotations
@@ -53,6 +60,15 @@ BORDER = 2
 #: and upscaling from 91.9 / 90.6 % to 90.6 / 92.1 %; 3.5 gave blur 92.6 / 91.0 but upscaling precision
 #: 89.4 %, 5.0 blur 90.9 / 93.2 %. On new seeds 14-19 afterwards: blur 93.3 / 92.2 %, upscaling 88.1 / 92.2 %.
 SOFT_MIN_PEAK_SCORE = 4.0
+#: Default ``min_trace_frequency`` (cycles/px): the trace test accepts a peak only where an enlargement by
+#: at most 4 puts its fundamental (``1/k``), or one by 4-8 its second harmonic (``2/k``). Lower peaks on
+#: images with sharp edges were mostly the aliased harmonics of regular patterns on the subject (checks,
+#: spots, stripes): on calibration seeds 0-19 (``bench/data.md``, round 6) 25 of the 65 false trace flags
+#: had their peak below 0.25 against 42 of the 961 true ones. Pooled over seeds 0-19 it took upscaling
+#: precision / recall from 89.8 / 92.2 % to 91.1 / 91.9 %, blur unchanged (92.0 / 92.4 %); 0.2 gave
+#: 90.4 / 92.0 %, 0.3 91.4 / 90.7 %. Soft images keep the whole range (``soft_min_peak_score``). On new
+#: seeds 20-25 afterwards: upscaling 91.1 / 93.6 % (89.4 / 93.9 % without it), blur 92.6 / 90.6 %.
+MIN_TRACE_FREQUENCY = 0.25
 
 
 @dataclass
@@ -82,6 +98,12 @@ class UpscaleConfig:
     original Nyquist frequency, while downscaled or rotated images show resampling traces with full
     detail (they are fine). JPEG noise lifts an enlargement's ratio to about 0.1-0.2; 0.1 missed 6 %
     more of them on the tuning seeds, 0.15 flagged more soft clean shots."""
+    min_trace_frequency: float = MIN_TRACE_FREQUENCY
+    """The trace test (traces *and* missing detail) flags only peaks at or above this frequency (cycles/px):
+    the fundamental ``1/k`` of an enlargement by ``k <= 1 / min_trace_frequency`` (4), or the second
+    harmonic ``2/k`` of one up to twice that. Below it, on images whose edges look sharp, peaks come from
+    regular patterns in the scene (their aliased harmonics); a larger enlargement leaves wide edges, and
+    the soft-image rule (``soft_min_peak_score``) still searches down to ``min_frequency``."""
     soft_min_peak_score: float = SOFT_MIN_PEAK_SCORE
     """Images the blur test finds soft (:mod:`.sharpness`) are flagged upscaled when their resampling peak
     reaches this score, *whatever* their ``hf_ratio``: the wide edges already show the missing detail, and
@@ -95,6 +117,11 @@ class UpscaleConfig:
             raise ValueError(f"upscale.baseline_bins must be odd and >= 5, got {self.baseline_bins}")
         if not 0 < self.min_frequency < 0.5:
             raise ValueError(f"upscale.min_frequency must be within (0, 0.5), got {self.min_frequency}")
+        if not 0 <= self.min_trace_frequency < 0.5:
+            raise ValueError(
+                f"upscale.min_trace_frequency must be within [0, 0.5), got {self.min_trace_frequency} "
+                "(0 accepts every peak the search finds)"
+            )
         if self.analysis_size < 64:
             raise ValueError(f"upscale.analysis_size must be at least 64, got {self.analysis_size}")
 
@@ -112,7 +139,8 @@ class Upscale:
     block_grid: bool
     """Whether a JPEG block grid was found (the file is JPEG, or a lossless copy of one)."""
     flagged: bool
-    """Traces present (``score >= min_peak_score``) and detail missing (``hf_ratio < max_hf_ratio``)."""
+    """Traces present (``score >= min_peak_score`` at ``frequency >= min_trace_frequency``) and detail
+    missing (``hf_ratio < max_hf_ratio``)."""
 
 
 def p_map(luma: np.ndarray, residue_scale: float) -> np.ndarray:
@@ -227,5 +255,7 @@ def detect_upscale(luma: np.ndarray, lossy: bool, cfg: UpscaleConfig | None = No
     # A peak at f means k = 1/f or, folded, k/(k-1) = 1/(1-f); flagged images lack detail above 0.25
     # cycles/px, which only the larger factor (k >= 2) explains.
     factor = 1.0 / frequency if frequency > 0 else 1.0
-    flagged = score >= cfg.min_peak_score and hf < cfg.max_hf_ratio
+    # A peak below min_trace_frequency would mean a factor above 4 (or the harmonic of a pattern in the
+    # scene); only the soft-image rule in scan.py, which also sees wide edges, may use it.
+    flagged = score >= cfg.min_peak_score and hf < cfg.max_hf_ratio and frequency >= cfg.min_trace_frequency
     return Upscale(score, frequency, factor, hf, block_grid=grid, flagged=flagged)

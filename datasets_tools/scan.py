@@ -8,7 +8,8 @@ issue                         check
 ``unreadable``                the file cannot be read or decoded completely (missing, empty, truncated)
 ``too_small``                 short side below ``min_side`` (after removing padding)
 ``padding``                   flat bars along the edges (:mod:`.padding`); *cropped*, not rejected
-``upscaled``                  resampling traces of an enlargement *and* missing high frequencies
+``upscaled``                  resampling traces of an enlargement by at most 4 (peak at or above
+                              ``upscale.min_trace_frequency``) *and* missing high frequencies
                               (:mod:`.resampling`), or soft (see ``blur``) with either a resampling
                               trace (``upscale.soft_min_peak_score``) or the square pass-band of a
                               separable resize (:mod:`.passband`)

@@ -267,6 +267,42 @@ def test_soft_image_with_a_resampling_peak_is_upscaled_whatever_its_hf_ratio(tmp
         UpscaleConfig(soft_min_peak_score=0)
 
 
+def _aliased_checks(side: int, period: float, angle: float) -> np.ndarray:
+    """Luma of a sharp, rotated checkerboard sampled without anti-aliasing (as the calibration subjects'
+    ``checks`` pattern is), lens-softened and noisy: periodic content, no resampling."""
+    yy, xx = np.mgrid[0:side, 0:side] + 0.5
+    u = xx * np.cos(angle) + yy * np.sin(angle)
+    v = -xx * np.sin(angle) + yy * np.cos(angle)
+    weight = 0.5 + 0.5 * np.tanh(4 * np.sin(2 * np.pi * u / period) * np.sin(2 * np.pi * v / period))
+    return ndimage.gaussian_filter(60 + 120 * weight, 0.45) + np.random.default_rng(0).normal(0, 2, weight.shape)
+
+
+def test_trace_test_ignores_low_frequency_peaks_of_regular_patterns():
+    # A sharp checkerboard's aliased harmonics give a two-axis peak of about 9 at 0.19 cycles/px with little
+    # high-frequency power: the trace test flagged it before min_trace_frequency (round 6), and no longer.
+    y = _aliased_checks(SIDE, 15.0, 0.8)
+    every_peak = detect_upscale(y, lossy=False, cfg=UpscaleConfig(min_trace_frequency=0.0))
+    assert every_peak.flagged and every_peak.frequency < UpscaleConfig().min_trace_frequency
+    assert every_peak.score > 2 * UpscaleConfig().min_peak_score
+    up = detect_upscale(y, lossy=False)
+    assert not up.flagged and up.score == pytest.approx(every_peak.score)
+    with pytest.raises(ValueError, match="upscale.min_trace_frequency"):
+        UpscaleConfig(min_trace_frequency=0.5)
+
+
+def test_enlargement_beyond_factor_4_is_left_to_the_soft_image_rule(tmp_path):
+    # Enlarged 6x: the fundamental 1/6 lies below min_trace_frequency, so the trace test passes it on, but
+    # its edges are wide and the soft-image rule calls it upscaled from the same peak.
+    image = defects.downscale_upscale(shot(3, 384, 384), 6.0, "bicubic")
+    up = detect_upscale(luma(image), lossy=False)
+    assert up.frequency == pytest.approx(1 / 6, abs=0.01) and up.score >= UpscaleConfig().soft_min_peak_score
+    assert not up.flagged
+    (tmp_path / "s").mkdir()
+    Image.fromarray(image).save(tmp_path / "s" / "up.png")
+    record = analyze_image(tmp_path, ImageEntry(file="s/up.png", subject="s"), SMALL).record
+    assert "soft, with a resampling peak" in record["issues"]["upscaled"] and "blur" not in record["issues"]
+
+
 def test_png_saved_from_a_jpeg_is_analysed_as_jpeg():
     up = detect_upscale(luma(jpeg(shot(5, 320, 320), 85)), lossy=False)
     assert up.block_grid and not up.flagged
