@@ -5,6 +5,10 @@ judged on the same held-out (prompt, noise) pairs at CFG 3 and CFG 1; McNemar's 
 ``all_correct`` outcomes (Edwards 1948; exact form: a binomial test of the discordant pairs,
 https://en.wikipedia.org/wiki/McNemar%27s_test).
 
+Part ``dense``: the same preset with a dense judge reward added (``toy_all_correct`` plus the judge's
+continuous fit of the asked shape, ``toy_shape_fit`` without its colour gate), independent initial noise
+per sample and a short budget (40 steps); judged and tested like part ``judge``.
+
 Part ``gdpo``: judge correctness + a luma band (``configs/grpo/toy_gdpo.yaml``) trained with the ``grpo``
 advantage (sum, then normalise) and the ``gdpo`` one (normalise per reward, sum, normalise over the
 batch) at identical seeds and budget; per run: mean of both rewards on held-out prompts, the share of
@@ -16,6 +20,7 @@ from the toy ``train`` split); the evaluation uses ``--eval-seed`` 1 by default 
 the training runs' validation set (seed 0), which was used to pick the settings.
 
     OMP_NUM_THREADS=1 python bench/grpo_toy_evidence.py --out /tmp/grpo_ev --part judge
+    OMP_NUM_THREADS=1 python bench/grpo_toy_evidence.py --out /tmp/grpo_ev --part dense
     OMP_NUM_THREADS=1 python bench/grpo_toy_evidence.py --out /tmp/grpo_ev --part gdpo --seeds 0 1 2
 """
 
@@ -52,6 +57,18 @@ JUDGE_BUDGET = (
     "train.max_steps=60",
     "validation.every=15",
     "train.checkpoint_every=0",
+)
+#: Settings of the part-dense run, picked on the validation noise (eval seed 0) among the runs of
+#: docs/grpo_toy_evidence.md section 3: 40 rollout steps of 4 prompts x 8 samples from independent initial
+#: noise, two updates of 16 per rollout, rewards toy_all_correct + toy_shape_fit (no colour gate).
+DENSE_BUDGET = (
+    "rollout.prompts_per_step=4",
+    "rollout.shared_noise=false",
+    "train.batch_size=16",
+    "train.max_steps=40",
+    "validation.every=0",
+    "train.checkpoint_every=0",
+    "rewards=[{name: toy_all_correct}, {name: toy_shape_fit, params: {color_gate: false}}]",
 )
 #: Budget of each part-gdpo run (sized for a shared 2-core CPU: 20 rollout steps of 4 prompts x 8 samples,
 #: two updates of 16 per rollout, no validation during training; the evaluation is done here).
@@ -134,13 +151,13 @@ def violation(e: dict[str, np.ndarray]) -> np.ndarray:
     return ((e["luma"] < low) | (e["luma"] > high)).astype(int)
 
 
-def part_judge(args: argparse.Namespace) -> None:
-    lora = train(JUDGE_CONFIG, args.out / "judge", args.judge_set)
-    print("\n## Part 1: GRPO on the judge reward, held-out all_correct (McNemar exact, paired)\n")
+def part_judge(args: argparse.Namespace, tag: str = "judge", overrides: list[str] | None = None) -> None:
+    lora = train(JUDGE_CONFIG, args.out / tag, args.judge_set if overrides is None else overrides)
+    print(f"\n## Part {tag}: GRPO on the judge reward, held-out all_correct (McNemar exact, paired)\n")
     print("| CFG | n | base | tuned | base-only right | tuned-only right | p |\n|---|---|---|---|---|---|---|")
     for cfg in EVAL_CFGS:
         base = evaluate("base", None, cfg, args.n, args.eval_seed, args.out)
-        tuned = evaluate("judge", lora, cfg, args.n, args.eval_seed, args.out)
+        tuned = evaluate(tag, lora, cfg, args.n, args.eval_seed, args.out)
         b, c, p = mcnemar(base["all_correct"], tuned["all_correct"])
         print(
             f"| {cfg:g} | {args.n} | {base['all_correct'].mean():.3f} | {tuned['all_correct'].mean():.3f} "
@@ -190,7 +207,7 @@ def main() -> None:
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for runs and evaluations (not the repo)")
-    parser.add_argument("--part", choices=("judge", "gdpo", "all"), default="all")
+    parser.add_argument("--part", choices=("judge", "dense", "gdpo", "all"), default="all")
     parser.add_argument("--n", type=int, default=256, help="held-out evaluation samples per model and CFG")
     parser.add_argument("--eval-seed", type=int, default=1, help="evaluation seed (validation during training uses 0)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values of part gdpo")
@@ -199,11 +216,16 @@ def main() -> None:
         "--judge-set", nargs="*", default=list(JUDGE_BUDGET), help="--set overrides of the part-judge run (budget)"
     )
     parser.add_argument(
+        "--dense-set", nargs="*", default=list(DENSE_BUDGET), help="--set overrides of the part-dense run"
+    )
+    parser.add_argument(
         "--gdpo-set", nargs="*", default=list(GDPO_BUDGET), help="--set overrides of the part-gdpo runs (budget)"
     )
     args = parser.parse_args()
     if args.part in ("judge", "all"):
         part_judge(args)
+    if args.part in ("dense", "all"):
+        part_judge(args, "dense", args.dense_set)
     if args.part in ("gdpo", "all"):
         part_gdpo(args)
 

@@ -205,6 +205,15 @@ def test_toy_rewards_score_attributes_separately():
     assert out["toy_shape"].tolist() == [1.0, 1.0] and out["toy_background"].tolist() == [1.0, 1.0]
     all_correct = build_reward("toy_all_correct")(images, prompts, [{}, {}])["toy_all_correct"]
     assert all_correct.tolist() == [1.0, 0.0] and all_correct.dtype == torch.float32
+    square = world.prompt(world.Attributes("red", "square", "top left", "white"))
+    fit = build_reward("toy_shape_fit")(images, [prompts[0], square], [{}, {}])["toy_shape_fit"]
+    assert fit.dtype == torch.float32 and fit[0] > 0.9 and fit[1] < fit[0] - 0.1  # the circle fits "circle" best
+    blue = world.prompt(world.Attributes("blue", "circle", "top left", "white"))
+    assert build_reward("toy_shape_fit")(images, [blue, blue], [{}, {}])["toy_shape_fit"].tolist() == [0.0, 0.0]
+    ungated = build_reward("toy_shape_fit", {"color_gate": False})(images, [blue, blue], [{}, {}])["toy_shape_fit"]
+    assert bool((ungated > 0.9).all())  # the same circle, its colour not asked about
+    with pytest.raises(ValueError, match="color_gate belongs to toy_shape_fit"):
+        build_reward("toy_color", {"color_gate": False})
 
 
 def test_format_and_artifact_rewards_on_known_images():

@@ -222,6 +222,26 @@ def test_mildly_blurred_shapes_are_still_read(renders: tuple[list[Attributes], n
     assert result["shape"].mean() >= MIN_ACCURACY
 
 
+def test_asked_shape_fit_ranks_the_asked_shape_and_sharpness() -> None:
+    """The continuous shape score (the `toy_shape_fit` reward) is highest for a crisp render of the asked
+    shape, lower when another shape is asked for the same image, lower again for a heavy blur of it, and
+    0 when the prompt names no shape or the image is empty."""
+    for shape in world.SHAPES:
+        attrs = Attributes("red", shape, "top left", "white")
+        sharp = _one(attrs, 3)
+        prompts = [world.prompt(dataclasses.replace(attrs, shape=s)) for s in world.SHAPES]
+        fits = judge_mod.judge_batch([sharp] * len(prompts), prompts)["asked_shape_fit"]
+        asked = world.SHAPES.index(shape)
+        assert fits[asked] >= judge_mod.MIN_SHAPE_IOU, (shape, fits)
+        assert fits[asked] == fits.max() and np.sum(fits == fits.max()) == 1, (shape, fits)
+        blurred = judge_mod.judge_batch([_blur(sharp, HEAVY_BLUR)], [world.prompt(attrs)])["asked_shape_fit"]
+        assert blurred[0] < fits[asked] - 0.05, (shape, blurred, fits)
+    empty = np.empty((32, 32, 3), dtype=np.uint8)
+    empty[:] = world.BACKGROUNDS["white"]
+    fits = judge_mod.judge_batch([empty, sharp], ["a red circle at the top left on a white background", "a red"])
+    assert fits["asked_shape_fit"].tolist() == [0.0, 0.0]
+
+
 def _ellipse(semi_x: float, semi_y: float) -> np.ndarray:
     """A red ellipse on white at the middle of the top-left quadrant, anti-aliased like the renderer."""
     subsamples = 4

@@ -9,7 +9,8 @@ only. The registry maps a name to ``"module:factory"`` so importing this package
 Registered rewards (``params`` in brackets; see each module):
 
 - ``toy_color``, ``toy_shape``, ``toy_position``, ``toy_background``, ``toy_all_correct``: the toy
-  world's judge, 0/1 per image (:mod:`imgpref.rewards.toy`);
+  world's judge, 0/1 per image; ``toy_shape_fit`` [color_gate]: the judge's continuous fit of the asked shape
+  (:mod:`imgpref.rewards.toy`);
 - ``luma_band`` [low, high, scale], ``aspect`` [ratio, tolerance], ``size`` [min_side, max_side]:
   format constraints (:mod:`imgpref.rewards.format`);
 - ``artifact_penalty`` [grid_weight, dark_weight, ...]: grid/checkerboard and darkening penalties from
@@ -39,6 +40,7 @@ REWARDS: dict[str, str] = {
     "toy_position": "imgpref.rewards.toy:make_toy_reward",
     "toy_background": "imgpref.rewards.toy:make_toy_reward",
     "toy_all_correct": "imgpref.rewards.toy:make_toy_reward",
+    "toy_shape_fit": "imgpref.rewards.toy:make_toy_reward",
     "luma_band": "imgpref.rewards.format:make_luma_band",
     "aspect": "imgpref.rewards.format:make_aspect",
     "size": "imgpref.rewards.format:make_size",
@@ -54,7 +56,7 @@ class RewardSpec:
 
     name: str = "toy_all_correct"
     """Registry name (imgpref.rewards.REWARDS): toy_color, toy_shape, toy_position, toy_background,
-    toy_all_correct, luma_band, aspect, size, artifact_penalty, clip_score, http."""
+    toy_all_correct, toy_shape_fit, luma_band, aspect, size, artifact_penalty, clip_score, http."""
     weight: float = 1.0
     """Weight w_k of this reward in the advantage (sum of weighted rewards, or GDPO's weighted sum)."""
     params: dict[str, Any] = field(default_factory=dict)

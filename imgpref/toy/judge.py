@@ -28,8 +28,10 @@ An image without foreground is wrong on every named colour, shape and position.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -78,7 +80,13 @@ _PALETTE = np.array([COLORS[c] for c in _PALETTE_NAMES], dtype=np.float64)
 _BACKGROUND_NAMES = tuple(BACKGROUNDS)
 _BACKGROUND_PALETTE = np.array([BACKGROUNDS[b] for b in _BACKGROUND_NAMES], dtype=np.float64)
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-_NO_SHAPE_FIT = (0.0, float("nan"), float("nan"), 0)  # shape_iou, shape_blur, shape_elongation, area
+_NO_SHAPE_FIT = (
+    0.0,
+    float("nan"),
+    float("nan"),
+    0,
+    MappingProxyType({}),
+)  # shape_iou, _blur, _elongation, area, shape_fits
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,9 @@ class Detection:
     """What the judge sees. color/shape/position are None without foreground (shape also when no shape
     fits). shape_iou is the best soft IoU over shapes and blurs, shape_blur the template blur of that fit
     (sigma, px at 32 px) and shape_elongation the stretch relative to the best shape (1 = as drawn); they
-    are 0, NaN and NaN without foreground. area counts the pixels at least half covered."""
+    are 0, NaN and NaN without foreground. area counts the pixels at least half covered. shape_fits holds,
+    per shape, its best soft IoU over the templates sharp enough to count (blur <= MAX_SHAPE_BLUR): a
+    continuous "how close is this to a crisp triangle" score (empty without foreground)."""
 
     background: str
     color: str | None
@@ -96,6 +106,7 @@ class Detection:
     shape_blur: float
     shape_elongation: float
     area: int
+    shape_fits: Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -282,6 +293,7 @@ class _ShapeFit:
     iou: float
     blur: float
     elongation: float
+    fits: dict[str, float]
 
 
 def _classify_shape(alpha: np.ndarray, scale: float) -> _ShapeFit:
@@ -299,7 +311,9 @@ def _classify_shape(alpha: np.ndarray, scale: float) -> _ShapeFit:
         and blur <= MAX_SHAPE_BLUR
         and elongation <= MAX_ELONGATION
     )
-    return _ShapeFit(best if accepted else None, iou, blur, elongation)
+    sharp_enough = np.asarray(FIT_BLURS) <= MAX_SHAPE_BLUR
+    fits = {shape: float(v) for shape, v in zip(SHAPES, ious[:, sharp_enough].max(axis=1), strict=True)}
+    return _ShapeFit(best if accepted else None, iou, blur, elongation, fits)
 
 
 def detect(image: Any) -> Detection:
@@ -330,7 +344,7 @@ def detect(image: Any) -> Detection:
     soft = np.where(support, np.clip(alpha, 0.0, 1.0), 0.0)
     fit = _classify_shape(soft, size / REFERENCE_SIZE)
     area = int(shape_region.sum())
-    return Detection(background, color, fit.shape, position, fit.iou, fit.blur, fit.elongation, area)
+    return Detection(background, color, fit.shape, position, fit.iou, fit.blur, fit.elongation, area, fit.fits)
 
 
 def _expected(prompt: str) -> Attributes:
@@ -370,8 +384,9 @@ def judge_batch(images: Any, prompts: list[str]) -> dict[str, np.ndarray]:
     """Judge a batch: images as a list (any type `judge` takes), a uint8 BxHxWx3 array or a float
     Bx3xHxW tensor in [0, 1]. Returns boolean arrays per attribute and `all_correct`, `<name>_scored`
     masks, float `mean_luma`, `luma_std`, `shape_iou`, `shape_blur` and `shape_elongation` (see
-    `Detection`; the IoU is a continuous shape reward), and the detected attributes
-    (`detected_<name>`, object arrays holding a name or None)."""
+    `Detection`), `asked_shape_fit` (the soft IoU of the shape the prompt asks for, from
+    `Detection.shape_fits`: a continuous shape reward; 0 without foreground or when the prompt names no
+    shape), and the detected attributes (`detected_<name>`, object arrays holding a name or None)."""
     image_list = _as_image_list(images)
     if len(image_list) != len(prompts):
         raise ValueError(f"got {len(image_list)} images but {len(prompts)} prompts")
@@ -387,4 +402,8 @@ def judge_batch(images: Any, prompts: list[str]) -> dict[str, np.ndarray]:
     result["luma_std"] = np.array([v.luma_std for v in verdicts], dtype=np.float64)
     for name in ("shape_iou", "shape_blur", "shape_elongation"):
         result[name] = np.array([getattr(v.detected, name) for v in verdicts], dtype=np.float64)
+    result["asked_shape_fit"] = np.array(
+        [v.detected.shape_fits.get(v.expected.shape, 0.0) if v.expected.shape else 0.0 for v in verdicts],
+        dtype=np.float64,
+    )
     return result
