@@ -7,7 +7,8 @@ https://en.wikipedia.org/wiki/McNemar%27s_test).
 
 Part ``dense``: the same preset with a dense judge reward added (``toy_all_correct`` plus the judge's
 continuous fit of the asked shape, ``toy_shape_fit`` without its colour gate), independent initial noise
-per sample and a short budget (40 steps); judged and tested like part ``judge``.
+per sample and a short budget (40 steps), trained once per ``--seeds`` value; each seed judged and tested
+like part ``judge``, then the mean ± sd over seeds and a McNemar test on all seeds' pairs pooled.
 
 Part ``gdpo``: judge correctness + a luma band (``configs/grpo/toy_gdpo.yaml``) trained with the ``grpo``
 advantage (sum, then normalise) and the ``gdpo`` one (normalise per reward, sum, normalise over the
@@ -20,7 +21,7 @@ from the toy ``train`` split); the evaluation uses ``--eval-seed`` 1 by default 
 the training runs' validation set (seed 0), which was used to pick the settings.
 
     OMP_NUM_THREADS=1 python bench/grpo_toy_evidence.py --out /tmp/grpo_ev --part judge
-    OMP_NUM_THREADS=1 python bench/grpo_toy_evidence.py --out /tmp/grpo_ev --part dense
+    OMP_NUM_THREADS=1 python bench/grpo_toy_evidence.py --out /tmp/grpo_ev --part dense --seeds 0 1 2
     OMP_NUM_THREADS=1 python bench/grpo_toy_evidence.py --out /tmp/grpo_ev --part gdpo --seeds 0 1 2
 """
 
@@ -151,8 +152,9 @@ def violation(e: dict[str, np.ndarray]) -> np.ndarray:
     return ((e["luma"] < low) | (e["luma"] > high)).astype(int)
 
 
-def part_judge(args: argparse.Namespace, tag: str = "judge", overrides: list[str] | None = None) -> None:
-    lora = train(JUDGE_CONFIG, args.out / tag, args.judge_set if overrides is None else overrides)
+def part_judge(args: argparse.Namespace) -> None:
+    tag = "judge"
+    lora = train(JUDGE_CONFIG, args.out / tag, args.judge_set)
     print(f"\n## Part {tag}: GRPO on the judge reward, held-out all_correct (McNemar exact, paired)\n")
     print("| CFG | n | base | tuned | base-only right | tuned-only right | p |\n|---|---|---|---|---|---|---|")
     for cfg in EVAL_CFGS:
@@ -165,6 +167,34 @@ def part_judge(args: argparse.Namespace, tag: str = "judge", overrides: list[str
         )
         attrs = ", ".join(f"{a} {base[a].mean():.2f} -> {tuned[a].mean():.2f}" for a in ATTRIBUTE_NAMES)
         print(f"  (CFG {cfg:g} per attribute: {attrs})")
+
+
+def part_dense(args: argparse.Namespace) -> None:
+    runs = {
+        seed: train(JUDGE_CONFIG, args.out / f"dense-s{seed}", [*args.dense_set, f"train.seed={seed}"])
+        for seed in args.seeds
+    }
+    print(f"\n## Part dense: GRPO on all_correct + shape fit, {len(runs)} training seeds, held-out all_correct\n")
+    print("| CFG | seed | base | tuned | base-only right | tuned-only right | p |\n|---|---|---|---|---|---|---|")
+    for cfg in EVAL_CFGS:
+        base = evaluate("base", None, cfg, args.n, args.eval_seed, args.out)
+        tuned = {s: evaluate(f"dense-s{s}", lora, cfg, args.n, args.eval_seed, args.out) for s, lora in runs.items()}
+        for seed, e in tuned.items():
+            b, c, p = mcnemar(base["all_correct"], e["all_correct"])
+            shape = f"shape {base['shape'].mean():.2f} -> {e['shape'].mean():.2f}"
+            colour = f"colour {base['color'].mean():.2f} -> {e['color'].mean():.2f}"
+            print(
+                f"| {cfg:g} | {seed} | {base['all_correct'].mean():.3f} | {e['all_correct'].mean():.3f} "
+                f"| {b} | {c} | {p:.2g} ({shape}, {colour}) |"
+            )
+        gains = np.array([e["all_correct"].mean() - base["all_correct"].mean() for e in tuned.values()])
+        sd = gains.std(ddof=1) if len(gains) > 1 else 0.0
+        pooled = np.concatenate([e["all_correct"] for e in tuned.values()])
+        b, c, p = mcnemar(np.tile(base["all_correct"], len(tuned)), pooled)
+        print(
+            f"| {cfg:g} | **mean ± sd** | {base['all_correct'].mean():.3f} | {pooled.mean():.3f} "
+            f"(gain {gains.mean():+.3f} ± {sd:.3f}) | {b} | {c} | {p:.2g} (pooled pairs) |"
+        )
 
 
 def part_gdpo(args: argparse.Namespace) -> None:
@@ -210,7 +240,9 @@ def main() -> None:
     parser.add_argument("--part", choices=("judge", "dense", "gdpo", "all"), default="all")
     parser.add_argument("--n", type=int, default=256, help="held-out evaluation samples per model and CFG")
     parser.add_argument("--eval-seed", type=int, default=1, help="evaluation seed (validation during training uses 0)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values of part gdpo")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values of parts dense and gdpo"
+    )
     parser.add_argument("--gdpo-cfgs", type=float, nargs="+", default=list(EVAL_CFGS), help="CFGs of part gdpo")
     parser.add_argument(
         "--judge-set", nargs="*", default=list(JUDGE_BUDGET), help="--set overrides of the part-judge run (budget)"
@@ -225,7 +257,7 @@ def main() -> None:
     if args.part in ("judge", "all"):
         part_judge(args)
     if args.part in ("dense", "all"):
-        part_judge(args, "dense", args.dense_set)
+        part_dense(args)
     if args.part in ("gdpo", "all"):
         part_gdpo(args)
 
