@@ -44,11 +44,11 @@ from imgpref.train.runtime import (
     finish_run,
     load_run_model,
     make_accelerator,
+    make_validator,
     open_run,
     start_run,
     train_lora,
 )
-from imgpref.train.validation import Validator
 
 logger = logging.getLogger(__name__)
 
@@ -191,9 +191,7 @@ def train_dpo(
         f"({config.dpo.convention} convention, beta {config.dpo.beta:g})"
     )
 
-    validator = None
-    if config.validation.every:
-        validator = Validator(model, config.validation, config.guard, is_toy=config.model.is_toy, size=size, out=out)
+    validator = make_validator(config, model, accelerator, out, size)
 
     # ----- resume ----------------------------------------------------------------------------------
     ckpts = Checkpointer(

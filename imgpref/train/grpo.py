@@ -58,11 +58,11 @@ from imgpref.train.runtime import (
     finish_run,
     load_run_model,
     make_accelerator,
+    make_validator,
     open_run,
     start_run,
     train_lora,
 )
-from imgpref.train.validation import Validator
 
 logger = logging.getLogger(__name__)
 
@@ -188,11 +188,7 @@ def train_grpo(
         + ", ".join(f"{k} x {w:g}" for k, w in rewards.weights.items())
     )
 
-    validator = None
-    if config.validation.every:
-        validator = Validator(
-            model, config.validation, config.guard, is_toy=config.model.is_toy, size=(size, size), out=out
-        )
+    validator = make_validator(config, model, accelerator, out, (size, size))
 
     # ----- resume ----------------------------------------------------------------------------------
     ckpts = Checkpointer(

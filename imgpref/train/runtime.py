@@ -6,6 +6,7 @@ Under FSDP2 (``accelerate launch --config_file configs/accelerate/fsdp.yaml``) `
 shards the denoiser in place with ``fully_shard`` (one group per transformer block), so the LoRA and its
 optimiser state are DTensor shards. Whatever reads or writes them whole (checkpoints, the final LoRA,
 the guard's restore) runs on every process: each all-gathers, then only the main process writes.
+Validation images are made by every process too (``Validator(collective=True)``), each its share.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 import yaml
+from accelerate.utils import broadcast_object_list
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
@@ -27,6 +29,7 @@ from imgpref.models.lora import attach_lora, lora_parameters, lora_state_dict, s
 from imgpref.outdir import atomic_write_text, prepare_out_dir
 from imgpref.train.checkpoint import gathered_optimizer_state, latest_checkpoint, load_checkpoint, save_checkpoint
 from imgpref.train.metrics_log import MetricsLog
+from imgpref.train.validation import Validator
 
 #: Config keys that may differ when a run is resumed (everything else must match the saved config.yaml).
 RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints")
@@ -182,13 +185,6 @@ class Checkpointer:
         self.out, self.model, self.optimizer, self.scheduler = out, model, optimizer, scheduler
         self.accelerator, self.validator, self.keep = accelerator, validator, keep
         self.found = False
-        if validator is not None and is_fsdp(accelerator):
-            # Validation generates on the main process only; sharded weights need every process in each forward.
-            raise ConfigError(
-                "validation images (validation.every > 0) are made on the main process only and cannot run "
-                "under FSDP, where every process takes part in each forward: set validation.every=0 and "
-                "guard.every=0, and judge the saved LoRA afterwards"
-            )
 
     def resume(self, say: Callable[[str], None], resumed: bool) -> int:
         """Load the latest complete checkpoint if there is one; return the step to continue from."""
@@ -248,6 +244,24 @@ def load_run_model(config: Any, accelerator: Any) -> FamilyAdapter:
     return load_model(config.model.family, path, dtype=config.model.torch_dtype, device=device)
 
 
+def make_validator(
+    config: Any, model: FamilyAdapter, accelerator: Any, out: Path, size: tuple[int, int]
+) -> Validator | None:
+    """The run's validator when ``validation.every`` > 0 (made by every process together under FSDP)."""
+    if not config.validation.every:
+        return None
+    return Validator(
+        model,
+        config.validation,
+        config.guard,
+        is_toy=config.model.is_toy,
+        size=size,
+        out=out,
+        accelerator=accelerator,
+        collective=is_fsdp(accelerator),
+    )
+
+
 def start_run(
     out: Path,
     config: Any,
@@ -266,7 +280,7 @@ def start_run(
     if main:
         save_config(config, out / "config.yaml")
     log = MetricsLog(out, enabled=main, resume_step=start_step if (checkpoints.found or resumed) else None)
-    if validator is not None and start_step == 0 and main:
+    if validator is not None and start_step == 0 and (main or validator.collective):
         metrics, _ = validator.run(0)
         log.log(0, metrics)
     return start_step, log
@@ -318,16 +332,17 @@ def after_step(
     process gets the same answer."""
     decision = None
     if validator is not None and validator.due(done, last):
+        if accelerator.is_main_process or validator.collective:
+            metrics, decision = validator.run(done)  # the decision comes back on the main process only
         if accelerator.is_main_process:
-            metrics, decision = validator.run(done)
-            log.log(done, metrics)
-            if decision is not None and decision.action != "continue":
-                say(decision.message)
+            log.log(done, metrics)  # the guard logs its own warning when it trips
         flag = torch.tensor(float(decision is not None and decision.should_stop), device=accelerator.device)
         if accelerator.reduce(flag).item() > 0:
             checkpoints.save(done)
-            if decision is not None and decision.action == "restore":
-                restore_lora(model, checkpoints.out, decision.restore_step, say)
+            restore = [decision is not None and decision.action == "restore", getattr(decision, "restore_step", None)]
+            restore = broadcast_object_list(restore)  # every process loads the LoRA (sharded under FSDP)
+            if restore[0]:
+                restore_lora(model, checkpoints.out, restore[1], say)
             return "guard"
     flag = torch.tensor(float(stop_requested), device=accelerator.device)
     if accelerator.reduce(flag).item() > 0:

@@ -1,9 +1,16 @@
 """Validation during training: fixed prompts and seeds, a grid per check, judge rates on the toy world,
-and the artifact guard against the base model's images (same prompts and seeds, adapters off)."""
+and the artifact guard against the base model's images (same prompts and seeds, adapters off).
+
+Images are made on the main process, except under FSDP, where the sharded denoiser needs every process
+in each forward: there every process makes an equal, contiguous share of the samples (padded with the
+last one) and the main process gathers them in order. Each sample has its own noise seed, so the images
+do not depend on how they are split."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision.utils import save_image
@@ -22,7 +29,8 @@ SEED_OFFSET = 2_000_000
 
 
 class Validator:
-    """Makes the validation images of a run and judges them (only on the main process)."""
+    """Makes the validation images of a run and judges them. ``collective`` (under FSDP): every process
+    calls :meth:`run` and :meth:`base_images`; only the main process gets results back."""
 
     def __init__(
         self,
@@ -33,6 +41,8 @@ class Validator:
         is_toy: bool,
         size: tuple[int, int],
         out: Path,
+        accelerator: Any = None,
+        collective: bool = False,
     ) -> None:
         if settings.every and model.takes_reference_image:
             raise ValueError(
@@ -52,40 +62,57 @@ class Validator:
             self.judged = True
         self.guard = ArtifactGuard(guard)
         self._base: torch.Tensor | None = None
+        self.accelerator, self.collective = accelerator, collective
+        self.is_main = accelerator is None or accelerator.is_main_process
 
     def due(self, step: int, last_step: int) -> bool:
         every = self.settings.every
         return bool(every) and (step % every == 0 or step == last_step)
 
     def _generate(self) -> torch.Tensor:
-        return generate_for(
+        prompts, seeds = self.prompts, self.seeds
+        if self.collective:  # this process's contiguous share, padded so every process runs the same forwards
+            n, world, rank = len(prompts), self.accelerator.num_processes, self.accelerator.process_index
+            share = math.ceil(n / world)
+            index = [min(rank * share + i, n - 1) for i in range(share)]
+            prompts, seeds = [prompts[i] for i in index], [seeds[i] for i in index]
+        images = generate_for(
             self.model,
-            self.prompts,
-            self.seeds,
+            prompts,
+            seeds,
             size=self.size,
             cfg_scale=self.settings.cfg,
             num_steps=self.settings.steps,
             progress=False,
         )
+        if self.collective:  # gathered in process order: the first n are the samples in order
+            images = self.accelerator.gather(images.to(self.accelerator.device)).cpu()[: len(self.prompts)]
+        return images
 
     def base_images(self) -> torch.Tensor:
         """The base model's validation images (adapters off), made once."""
         if self._base is None:
             with reference_mode(self.model):
                 self._base = self._generate()
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_image(self._base[:GRID_IMAGES], self.out / "base.png", nrow=8, padding=1)
+            if self.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                save_image(self._base[:GRID_IMAGES], self.out / "base.png", nrow=8, padding=1)
         return self._base
 
     @torch.no_grad()
     def run(self, step: int) -> tuple[dict[str, float], GuardDecision | None]:
-        """Generate, save ``validation/step-XXXXXX.png``, judge (toy) and run the guard when it is due."""
+        """Generate, save ``validation/step-XXXXXX.png``, judge (toy) and run the guard when it is due.
+        Collective: every process calls it; the others get ``({}, None)``."""
         was_training = self.model.denoiser.training
         self.model.denoiser.eval()
         try:
             images = self._generate()
         finally:
             self.model.denoiser.train(was_training)
+        guard_due = step > 0 and self.guard.due(step)  # at step 0 the policy is the base: nothing to compare
+        base = self.base_images() if guard_due else None
+        if not self.is_main:
+            return {}, None
         self.out.mkdir(parents=True, exist_ok=True)
         save_image(images[:GRID_IMAGES], self.out / f"step-{step:06d}.png", nrow=8, padding=1)
         metrics: dict[str, float] = {}
@@ -93,7 +120,7 @@ class Validator:
             rates = score(images, self.prompts)
             metrics.update({f"val/{k}": float(rates[k]) for k in EVAL_KEYS if k != "n"})
         decision = None
-        if step > 0 and self.guard.due(step):  # at step 0 the policy is the base: nothing to compare
-            decision = self.guard.check(step, images, self.base_images(), groups=self.prompts)
+        if guard_due:
+            decision = self.guard.check(step, images, base, groups=self.prompts)
             metrics.update(decision.metrics)
         return metrics, decision
