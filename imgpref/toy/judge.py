@@ -80,13 +80,10 @@ _PALETTE = np.array([COLORS[c] for c in _PALETTE_NAMES], dtype=np.float64)
 _BACKGROUND_NAMES = tuple(BACKGROUNDS)
 _BACKGROUND_PALETTE = np.array([BACKGROUNDS[b] for b in _BACKGROUND_NAMES], dtype=np.float64)
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-_NO_SHAPE_FIT = (
-    0.0,
-    float("nan"),
-    float("nan"),
-    0,
-    MappingProxyType({}),
-)  # shape_iou, _blur, _elongation, area, shape_fits
+#: Detection's shape_iou, shape_blur, shape_elongation, area and shape_fits of an image without foreground.
+_NO_SHAPE_FIT = (0.0, float("nan"), float("nan"), 0, MappingProxyType({}))
+#: The fitted template blurs sharp enough for a shape to count (Detection.shape_fits).
+_SHARP_FIT_BLURS = np.asarray(FIT_BLURS) <= MAX_SHAPE_BLUR
 
 
 @dataclass(frozen=True)
@@ -311,8 +308,7 @@ def _classify_shape(alpha: np.ndarray, scale: float) -> _ShapeFit:
         and blur <= MAX_SHAPE_BLUR
         and elongation <= MAX_ELONGATION
     )
-    sharp_enough = np.asarray(FIT_BLURS) <= MAX_SHAPE_BLUR
-    fits = {shape: float(v) for shape, v in zip(SHAPES, ious[:, sharp_enough].max(axis=1), strict=True)}
+    fits = {shape: float(v) for shape, v in zip(SHAPES, ious[:, _SHARP_FIT_BLURS].max(axis=1), strict=True)}
     return _ShapeFit(best if accepted else None, iou, blur, elongation, fits)
 
 

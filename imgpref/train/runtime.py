@@ -336,13 +336,12 @@ def after_step(
             metrics, decision = validator.run(done)  # the decision comes back on the main process only
         if accelerator.is_main_process:
             log.log(done, metrics)  # the guard logs its own warning when it trips
-        flag = torch.tensor(float(decision is not None and decision.should_stop), device=accelerator.device)
-        if accelerator.reduce(flag).item() > 0:
+        # The main process decided; every process acts on it (and loads a restored LoRA into its shards).
+        (decision,) = broadcast_object_list([decision])
+        if decision is not None and decision.should_stop:
             checkpoints.save(done)
-            restore = [decision is not None and decision.action == "restore", getattr(decision, "restore_step", None)]
-            restore = broadcast_object_list(restore)  # every process loads the LoRA (sharded under FSDP)
-            if restore[0]:
-                restore_lora(model, checkpoints.out, restore[1], say)
+            if decision.action == "restore":
+                restore_lora(model, checkpoints.out, decision.restore_step, say)
             return "guard"
     flag = torch.tensor(float(stop_requested), device=accelerator.device)
     if accelerator.reduce(flag).item() > 0:
