@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pair_folders import make_pair_folder
+from PIL import Image
 from safetensors.torch import load_file
 
 from imgpref.config import load_config
@@ -197,7 +199,8 @@ def test_cli_trains_and_reports_bad_input_in_one_line(pairs, tmp_path):
 
 
 def test_two_processes_match_one(pairs, tmp_path):
-    """2 CPU processes × 2 pairs see the same stream as 1 process × 4 pairs: same LoRA up to rounding."""
+    """2 CPU processes × 2 pairs see the same stream as 1 process × 4 pairs: same LoRA up to rounding;
+    the validation images, made by both processes (each its share), are the one-process images."""
     common = [
         f"data.path={pairs}",
         "model.path=tiny",
@@ -207,6 +210,9 @@ def test_two_processes_match_one(pairs, tmp_path):
         "lora.rank=4",
         "optim.lr=1e-3",
         "dpo.beta=500",
+        "validation.every=3",
+        "validation.prompts=[a red circle, a blue square, a green cross]",  # odd: one process pads its share
+        "validation.steps=2",
     ]
     one = tmp_path / "one"
     train_dpo(load_config(DPOConfig, None, [*common, "train.batch_size=4"]), one, progress=False)
@@ -231,6 +237,12 @@ def test_two_processes_match_one(pairs, tmp_path):
     a, b = final_lora(one), final_lora(two)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=3e-5)
+    names = sorted(p.name for p in (one / "validation").iterdir())
+    assert names == ["step-000000.png", "step-000003.png"]
+    assert names == sorted(p.name for p in (two / "validation").iterdir())
+    for name in names:
+        x, y = (np.asarray(Image.open(run / "validation" / name), dtype=np.int16) for run in (one, two))
+        assert np.abs(x - y).max() <= 2, name  # 8-bit PNGs: at most a rounding step or two apart
 
 
 @pytest.mark.parametrize("preset", sorted((REPO / "configs" / "dpo").glob("*.yaml")), ids=lambda p: p.stem)

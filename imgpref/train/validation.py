@@ -29,7 +29,7 @@ SEED_OFFSET = 2_000_000
 
 
 class Validator:
-    """Makes the validation images of a run and judges them. ``collective`` (under FSDP): every process
+    """Makes the validation images of a run and judges them. ``collective`` (several processes): every process
     calls :meth:`run` and :meth:`base_images`; only the main process gets results back."""
 
     def __init__(
