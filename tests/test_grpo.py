@@ -175,6 +175,24 @@ def test_sd_family_rolls_out_with_ddim_and_rescores_exactly():
         assert torch.equal(lp, roll.log_prob[:, k])
 
 
+def test_ddim_rollout_starts_from_unit_noise_whatever_the_pipeline_scheduler():
+    """SDXL pipelines ship an Euler scheduler (init_noise_sigma ≈ 14.6); DDIM starts from x_T ~ N(0, I)."""
+    from imgpref.models.sd import SDAdapter
+
+    model = SDAdapter.tiny(0, variant="xl")
+    assert float(model.pipe.scheduler.init_noise_sigma) > 1
+    _, cond, noise, schedule = sample_batch(model, n=2, steps=4)
+    sampler = StepSampler("ddim", eta=1.0)
+    roll = rollout(model, schedule, cond, noise, step_noise([5, 6], 1, noise.shape[1:]), [0], sampler, chunk=2)
+    assert torch.equal(roll.latents[:, 0], noise)
+    assert torch.isfinite(roll.log_prob).all()
+    # A step to ᾱ' = 1 (set_alpha_to_one) has no noise and no log-prob: refused before any compute.
+    last = schedule.steps - 1
+    assert float(schedule.level_next[last]) == 1.0
+    with pytest.raises(ValueError, match="ddim step 3 goes to"):
+        rollout(model, schedule, cond, noise, step_noise([5, 6], 1, noise.shape[1:]), [last], sampler, chunk=2)
+
+
 def test_draws_are_functions_of_seed_and_step():
     cfg = tiny_config("rollout.prompts_per_step=4", "rollout.group_size=3", "rollout.shared_noise=true")
     idx, groups, init, window = step_draws(cfg, 50, step=3)

@@ -116,7 +116,9 @@ class GRPOSettings:
     """ε of the ratio clip; small because the log-prob is a per-dimension mean (Flow-GRPO: 1e-4)."""
     kl_beta: float = 0.0
     """β_KL of the KL to the reference (the base, adapters disabled); 0 = no reference forward.
-    Flow-GRPO uses 0.04 with its KL scale (this recipe's KL is per dimension, DESIGN.md section 4)."""
+    Flow-GRPO uses 0.04 on a KL divided by s_t² instead of the step variance s_t²·(σ − σ'), so this
+    recipe's KL is 1/(σ − σ') (about K for K uniform steps) times larger: scale β_KL down accordingly
+    (see :func:`imgpref.sampling.sde.gaussian_kl_same_std`)."""
     inner_epochs: int = 1
     """Passes over each rollout batch; the old policy is refreshed by the next rollout."""
 

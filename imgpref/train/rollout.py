@@ -211,10 +211,15 @@ def stochastic_step(
 
 
 def check_window(schedule: StepSchedule, window: Sequence[int], sampler: StepSampler) -> None:
-    """Refuse window steps without a density (CPS to σ' = 0) before any compute is spent."""
+    """Refuse window steps without a density (CPS to σ' = 0, DDIM to ᾱ' = 1) before any compute is spent."""
     for k in window:
         if not 0 <= k < schedule.steps:
             raise ValueError(f"window step {k} is outside the {schedule.steps} sampling steps")
+        if sampler.sampler == "ddim" and float(schedule.level_next[k]) >= 1:
+            raise ValueError(
+                f"the ddim step {k} goes to ᾱ' = 1 (the scheduler's set_alpha_to_one) and has no noise, so no "
+                "log-prob; end the SDE window before the last step (rollout.window_size)"
+            )
         if sampler.sampler == "cps" and float(schedule.level_next[k]) == 0:
             raise ValueError(
                 f"the cps step {k} goes to σ' = 0 and has no log-prob; end the SDE window before the last step "
@@ -270,9 +275,9 @@ def rollout(
         rows = slice(start, min(start + chunk, n))
         c = index_cond(cond, rows)
         u = _expand_uncond(uncond, rows.stop - rows.start)
+        # Unit-variance x_T for both kinds: DDIM starts from N(0, I) (its init_noise_sigma is 1), whatever
+        # scheduler the pipeline ships (SDXL's Euler scheduler would scale it by sqrt(sigma_max^2 + 1)).
         x = initial_noise[rows].to(device, torch.float32)
-        if schedule.kind == "ddim":
-            x = x * float(model.pipe.scheduler.init_noise_sigma)
         path, lps = [x], []
         for k in range(schedule.steps):
             out = model_output(model, x, schedule.t[k], c, u, sampler.cfg)

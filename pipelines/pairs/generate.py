@@ -65,9 +65,10 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def check_resume_config(out: Path, config: PairsConfig) -> None:
-    """Refuse to resume a folder made with a config that would make different pairs."""
+    """Refuse to resume a folder made with a config that would make different pairs (a folder whose
+    earlier run failed before its first pair takes the new config)."""
     saved = out / CONFIG_FILE
-    if not saved.is_file():
+    if not saved.is_file() or not existing_lines(out):
         return
     old, new = _flatten(yaml.safe_load(saved.read_text()) or {}), _flatten(to_dict(config))
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES]
