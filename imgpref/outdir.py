@@ -24,14 +24,15 @@ class OutputDirError(RuntimeError):
 def prepare_out_dir(path: str | Path, command: str, *, resumable: bool) -> tuple[Path, bool]:
     """Make ``path`` ready for ``command``; return it and whether an earlier run is being resumed.
 
-    - missing or empty: created and claimed for ``command``;
+    - missing, empty, or holding only a marker (a run that failed before writing anything): claimed for
+      ``command``;
     - claimed by the same resumable command: resumed;
     - anything else non-empty: :class:`OutputDirError` (nothing is touched).
     """
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"--out {str(out)!r} is a file, not a folder; pass a folder path")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != MARKER for p in out.iterdir()):
         marker = out / MARKER
         owner = json.loads(marker.read_text()).get("command") if marker.is_file() else None
         if owner == command and resumable:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from imgpref.artifacts.images import to_rgb_uint8
 from imgpref.config import ConfigError, load_config
-from imgpref.models.base import FamilyAdapter
+from imgpref.models.base import FamilyAdapter, ModelNotFoundError
 from imgpref.models.flux import FluxAdapter
 from imgpref.toy import world
 from pipelines.pairs import corruptions as corr
@@ -241,6 +241,11 @@ def test_resume_after_interruption_gives_the_same_dataset(toy_micro, tmp_path, m
     assert folder_bytes(tmp_path / "resumed") == folder_bytes(tmp_path / "full")
     with pytest.raises(PairsError, match=r"another config \(generation.seed: 0 -> 1\)"):
         run(make_config("prompts.n_pairs=6", "generation.seed=1", *FAST, path=toy_micro), tmp_path / "resumed")
+    # A run that failed before its first pair (here: the model folder is missing) holds no pairs, so the
+    # corrected config may use the same folder.
+    with pytest.raises(ModelNotFoundError):
+        run(make_config("prompts.n_pairs=2", *FAST, path=tmp_path / "no-model"), tmp_path / "typo")
+    assert run(make_config("prompts.n_pairs=2", *FAST, path=toy_micro), tmp_path / "typo")["generated"] == 2
 
 
 def test_two_processes_write_the_union_without_duplicates(toy_micro, tmp_path):

@@ -70,6 +70,16 @@ def test_eval_refuses_non_empty_out(toy_micro, tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "x"
 
 
+def test_eval_seed_changes_samples_not_the_toy_model_and_a_failed_run_leaves_out_reusable(toy_micro, tmp_path):
+    out = tmp_path / "eval"
+    cmd = [sys.executable, "-m", "imgpref.cli", "toy", "eval", "--size", "micro", "--n", "2", "--out", str(out)]
+    failed = subprocess.run([*cmd, "--lora", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert failed.returncode != 0 and not (out / "eval.json").exists()
+    # The evaluation seed picks prompts and noise; the toy model stays the seed-0 one recipes train on.
+    subprocess.run([*cmd, "--seed", "1"], check=True, capture_output=True, text=True)
+    assert json.loads((out / "eval.json").read_text())["settings"]["model"] == str(toy_micro)
+
+
 @pytest.mark.parametrize("size", ["huge"])
 def test_unknown_size_is_refused(size, tmp_path):
     with pytest.raises(ValueError, match="unknown toy size 'huge'; choose one of micro, small"):

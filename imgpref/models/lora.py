@@ -20,6 +20,9 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from imgpref.models.base import FamilyAdapter
 
+#: File name of a LoRA saved with a diffusers pipeline's ``save_lora_weights`` (its default).
+LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
+
 #: peft's name for the adapter imgpref trains.
 ADAPTER_NAME = "default"
 
@@ -158,6 +161,14 @@ def save_lora(model: FamilyAdapter, directory: str | Path, state: dict[str, torc
 def load_lora(model: FamilyAdapter, directory: str | Path, adapter_name: str = ADAPTER_NAME) -> None:
     """Load a saved LoRA into the model's pipeline with diffusers' own ``load_lora_weights``."""
     from diffusers.utils import logging as diffusers_logging
+
+    folder = Path(directory)
+    if not (folder / LORA_WEIGHTS_FILE).is_file():
+        where = "does not exist" if not folder.exists() else f"holds no {LORA_WEIGHTS_FILE}"
+        raise FileNotFoundError(
+            f"LoRA folder {str(folder)!r} {where}; pass the lora/ folder of a run (RUN/lora, written by "
+            "imgpref train) or any folder saved with the pipeline's save_lora_weights"
+        )
 
     # imgpref LoRAs adapt the denoiser only; diffusers warns once per text encoder that it found no keys.
     level = diffusers_logging.get_verbosity()

@@ -23,6 +23,7 @@ Registered rewards (``params`` in brackets; see each module):
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,19 +70,35 @@ class RewardSpec:
             raise ValueError(f"unknown reward {self.name!r}; known rewards: {', '.join(REWARDS)}")
         if not math.isfinite(self.weight):
             raise ValueError(f"reward {self.name!r}: weight must be a finite number, got {self.weight!r}")
+        check_params(self.name, self.params)
 
     @property
     def key(self) -> str:
         return self.label or self.name
 
 
+def _factory(name: str) -> Callable[..., RewardFn]:
+    module, factory = REWARDS[name].split(":")
+    return getattr(importlib.import_module(module), factory)  # factories import their heavy parts themselves
+
+
+def check_params(name: str, params: dict[str, Any]) -> None:
+    """Refuse params the reward's factory does not take (when the config loads, not at the first step)."""
+    signature = inspect.signature(_factory(name))
+    try:
+        signature.bind(name, **params)
+    except TypeError as err:
+        named = list(signature.parameters.values())[1:]
+        takes = [p.name for p in named if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)] or ["no params"]
+        raise ValueError(f"reward {name!r}: bad params {params!r} ({err}); it takes: {', '.join(takes)}") from None
+
+
 def build_reward(name: str, params: dict[str, Any] | None = None) -> RewardFn:
     """Build one registered reward; its output is ``{name: tensor [B]}``."""
     if name not in REWARDS:
         raise KeyError(f"unknown reward {name!r}; known rewards: {', '.join(REWARDS)}")
-    module, factory = REWARDS[name].split(":")
     try:
-        return getattr(importlib.import_module(module), factory)(name, **(params or {}))
+        return _factory(name)(name, **(params or {}))
     except TypeError as err:
         raise ValueError(f"reward {name!r}: bad params {params!r} ({err})") from err
 

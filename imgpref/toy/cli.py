@@ -52,7 +52,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from imgpref.toy.evaluate import EVAL_KEYS, evaluate
 
     out, _ = prepare_out_dir(args.out, "toy eval", resumable=False)
-    path = resolve_toy_path(args.model, args.size, args.seed)
+    path = resolve_toy_path(args.model, args.size, args.toy_seed)
     model = FluxAdapter.from_pretrained(path, device=args.device)
     if args.lora is not None:
         load_lora(model, args.lora)
@@ -74,20 +74,30 @@ def add_toy_commands(sub: argparse._SubParsersAction) -> None:
     toy_sub = toy.add_subparsers(dest="toy_command", metavar="SUBCOMMAND", title="subcommands", required=True)
 
     build = toy_sub.add_parser("build", help=BUILD_HELP, description=BUILD_HELP)
-    build.add_argument("--size", choices=TOY_SIZES, default="small", help="micro: tests (~1 min); small: demo")
+    build.add_argument(
+        "--size", choices=TOY_SIZES, default="small", help="micro: tests (~1.5 min); small: the demo's (default)"
+    )
     build.add_argument("--seed", type=int, default=0, help="seed of data, init and training (default 0)")
     build.add_argument("--out", type=Path, help="also copy the model here (default: only the cache)")
     build.set_defaults(handler=_cmd_build)
 
     ev = toy_sub.add_parser("eval", help=EVAL_HELP, description=EVAL_HELP)
     ev.add_argument("--model", default="toy", help="pipeline folder, or 'toy' for the cached toy model (default)")
-    ev.add_argument("--size", choices=TOY_SIZES, default="small", help="toy size when --model toy")
+    ev.add_argument("--size", choices=TOY_SIZES, default="small", help="toy size when --model toy (default small)")
+    ev.add_argument(
+        "--toy-seed",
+        type=int,
+        default=0,
+        help="build seed of the toy model when --model toy (default 0: the model recipes get from model.path=toy)",
+    )
     ev.add_argument("--lora", help="LoRA folder saved by imgpref (diffusers format) to load on top")
     ev.add_argument("--n", type=int, default=256, help="number of (prompt, noise seed) samples (default 256)")
-    ev.add_argument("--seed", type=int, default=0, help="evaluation seed: same seed, same prompts and noise")
+    ev.add_argument(
+        "--seed", type=int, default=0, help="evaluation seed: same seed, same prompts and noise (default 0)"
+    )
     ev.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
     ev.add_argument("--steps", type=int, default=16, help="sampling steps (default 16)")
-    ev.add_argument("--batch-size", type=int, default=64, help="images per generation batch")
-    ev.add_argument("--device", default="cpu", help="cpu or cuda")
+    ev.add_argument("--batch-size", type=int, default=64, help="images per generation batch (default 64)")
+    ev.add_argument("--device", default="cpu", help="cpu or cuda (default cpu: the toy model is small)")
     ev.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     ev.set_defaults(handler=_cmd_eval)

@@ -6,7 +6,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-DEMO_HELP = "toy model -> self-play pairs -> Diffusion-DPO LoRA -> before/after report (CPU, ~10 min)"
+DEMO_HELP = (
+    "toy model -> self-play pairs -> Diffusion-DPO LoRA -> before/after report "
+    "(2 CPU cores: ~7 min, ~13 with the first toy build)"
+)
 DEMO_DESCRIPTION = f"""{DEMO_HELP}.
 
 Builds (once) the toy FLUX-family model, generates preference pairs (winner from the full prompt,
