@@ -173,11 +173,46 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def leaf_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every settable dotted key of a config class (sections expanded), e.g. ``optim.lr``."""
+    hints = typing.get_type_hints(cls)
+    keys: list[str] = []
+    for f in dataclasses.fields(cls):
+        if f.init:
+            tp = hints[f.name]
+            nested = isinstance(tp, type) and dataclasses.is_dataclass(tp)
+            keys += leaf_keys(tp, f"{prefix}{f.name}.") if nested else [f"{prefix}{f.name}"]
+    return keys
+
+
+def check_override_key(cls: type, path: list[str], text: str) -> None:
+    """Refuse a ``--set`` key that names no field, suggesting the closest key of any section."""
+    node: Any = cls
+    for depth, part in enumerate(path):
+        if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
+            return  # inside a value (a mapping or list): checked when the config is built
+        fields = [f.name for f in dataclasses.fields(node) if f.init]
+        if part not in fields:
+            dotted, by_name = ".".join(path), {}
+            for key in leaf_keys(cls):
+                by_name.setdefault(key.rsplit(".", 1)[-1], []).append(key)
+            name = difflib.get_close_matches(path[-1], list(by_name), n=1, cutoff=0.6)
+            options = by_name[name[0]] if name else []
+            same_section = [k for k in options if k.rsplit(".", 1)[0] == ".".join(path[:-1])]
+            hint = f" (did you mean {(same_section or options)[0]!r}?)" if options else ""
+            under = f"under {'.'.join(path[:depth])!r}" if depth else "at the top level"
+            raise ConfigError(
+                f"--set {text!r}: unknown key {dotted!r}{hint}; allowed keys {under}: {', '.join(fields)}"
+            )
+        node = typing.get_type_hints(node)[part]
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Build config ``cls`` from an optional YAML file and dotted overrides (later ones win)."""
     data = read_yaml(path) if path is not None else {}
     for text in overrides:
         key, value = parse_override(text)
+        check_override_key(cls, key, text)
         _set_dotted(data, key, value)
     try:
         return _build(cls, data)
@@ -206,5 +241,10 @@ def to_dict(config: Any) -> dict[str, Any]:
 def save_config(config: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML (it reloads with :func:`load_config`)."""
     path = Path(path)
-    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    path.write_text(config_yaml(config))
     return path
+
+
+def config_yaml(config: Any) -> str:
+    """The resolved config as YAML text: every key, defaults included."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

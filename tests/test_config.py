@@ -67,8 +67,22 @@ def test_unknown_key_names_key_and_allowed_keys(tmp_path):
     assert "lr, steps, schedule, resume" in message and "c.yaml" in message
 
 
+def test_unknown_override_key_blames_the_set_argument_and_finds_the_key_in_any_section(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(Root, write(tmp_path, "train:\n  lr: 1e-3\n"), ["lora.lr=1e-4"])
+    message = str(err.value)
+    assert message.startswith("--set 'lora.lr=1e-4': unknown key 'lora.lr' (did you mean 'train.lr'?)")
+    assert "c.yaml" not in message  # the file is fine: the --set argument is wrong
+    with pytest.raises(ConfigError, match="'train.step' \\(did you mean 'train.steps'\\?\\)"):
+        load_config(Root, None, ["train.step=3"])
+    # Keys inside a value (a mapping) are checked when the config is built, not by the --set check.
+    assert load_config(Root, None, ["lora.target_modules=[to_q]"]).lora.target_modules == ["to_q"]
+
+
 def test_unknown_override_section():
-    with pytest.raises(ConfigError, match="unknown key 'optim'.*allowed keys at the top level"):
+    with pytest.raises(
+        ConfigError, match="unknown key 'optim.lr' .did you mean 'train.lr'.*allowed keys at the top level"
+    ):
         load_config(Root, None, ["optim.lr=1"])
 
 

@@ -198,6 +198,35 @@ def test_cli_trains_and_reports_bad_input_in_one_line(pairs, tmp_path):
     assert missing.returncode == 2 and "no metadata.jsonl" in missing.stderr
 
 
+def test_print_config_shows_every_key_and_reloads(tmp_path):
+    cmd = [sys.executable, "-m", "imgpref.cli", "train", "dpo", "--config", str(REPO / "configs/dpo/toy.yaml")]
+    shown = subprocess.run([*cmd, "--set", "dpo.beta=500", "--print-config"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    (tmp_path / "shown.yaml").write_text(shown.stdout)
+    reloaded = load_config(DPOConfig, tmp_path / "shown.yaml")
+    assert reloaded == load_config(DPOConfig, REPO / "configs/dpo/toy.yaml", ["dpo.beta=500"])
+    assert "loser_weight: 1.0" in shown.stdout  # defaults the preset does not set are shown too
+    no_out = subprocess.run(cmd, capture_output=True, text=True)
+    assert no_out.returncode == 2 and "--out is required" in no_out.stderr
+
+
+def test_gradient_accumulation_matches_one_big_batch_and_logs_every_micro_batch(pairs, tmp_path):
+    """2 micro-batches × 2 pairs take the same stream positions as 1 × 4: same logged loss and accuracy
+    (averaged over both micro-batches, not just the last) and the same LoRA up to rounding."""
+    one = tmp_path / "one"
+    train_dpo(config(pairs, tmp_path, "train.batch_size=4", "train.max_steps=3"), one, progress=False)
+    accum = tmp_path / "accum"
+    train_dpo(config(pairs, tmp_path, "train.grad_accum=2", "train.max_steps=3"), accum, progress=False)
+    for key in ("loss", "implicit_accuracy", "delta_w", "model_err_l", "grad_norm"):
+        a = torch.tensor([r[key] for r in read_metrics(one) if key in r])
+        b = torch.tensor([r[key] for r in read_metrics(accum) if key in r])
+        assert len(a) == len(b) == 3, key
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=key)
+    x, y = final_lora(one), final_lora(accum)
+    for key in x:
+        torch.testing.assert_close(y[key], x[key], rtol=1e-4, atol=3e-5)
+
+
 def test_two_processes_match_one(pairs, tmp_path):
     """2 CPU processes × 2 pairs see the same stream as 1 process × 4 pairs: same LoRA up to rounding;
     the validation images, made by both processes (each its share), are the one-process images."""

@@ -14,16 +14,31 @@ metrics.jsonl, TensorBoard events (tensorboard --logdir OUT/tensorboard), checkp
 (diffusers format). Running the same command on the same --out resumes from the last checkpoint;
 SIGTERM (or Ctrl-C once) saves a checkpoint and exits.
 
-Several processes or GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m imgpref ...
+Several processes or GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m imgpref.cli train ...
 """
 
 
+def _resolved(cls: type, args: argparse.Namespace):
+    """The recipe's config, or None after printing it (``--print-config``)."""
+    from imgpref.config import ConfigError, config_yaml, load_config
+
+    config = load_config(cls, args.config, args.set)
+    if args.print_config:
+        print(config_yaml(config), end="")
+        return None
+    if args.out is None:
+        raise ConfigError("--out is required: the run's output folder (new, or an earlier run to resume)")
+    return config
+
+
 def _cmd_dpo(args: argparse.Namespace) -> int:
-    from imgpref.config import load_config
-    from imgpref.train.dpo import train_dpo
     from imgpref.train.dpo_config import DPOConfig
 
-    config = load_config(DPOConfig, args.config, args.set)
+    config = _resolved(DPOConfig, args)
+    if config is None:
+        return 0
+    from imgpref.train.dpo import train_dpo
+
     summary = train_dpo(config, args.out, progress=not args.quiet)
     return 0 if summary["stopped"] != "interrupted" else 143
 
@@ -41,11 +56,13 @@ once) saves a checkpoint and exits.
 
 
 def _cmd_grpo(args: argparse.Namespace) -> int:
-    from imgpref.config import load_config
-    from imgpref.train.grpo import train_grpo
     from imgpref.train.grpo_config import GRPOConfig
 
-    config = load_config(GRPOConfig, args.config, args.set)
+    config = _resolved(GRPOConfig, args)
+    if config is None:
+        return 0
+    from imgpref.train.grpo import train_grpo
+
     summary = train_grpo(config, args.out, progress=not args.quiet)
     return 0 if summary["stopped"] != "interrupted" else 143
 
@@ -55,8 +72,13 @@ def _recipe_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier run to resume)")
+    parser.add_argument("--out", type=Path, help="output folder (new, or an earlier run to resume); required to train")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (every key with its value, defaults included) and exit",
+    )
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:

@@ -119,6 +119,10 @@ def reference_errors(model: FamilyAdapter, batch: Batch) -> tuple[torch.Tensor, 
     return err_w, err_l
 
 
+#: Metrics of an optimiser step, recorded on the micro-batch that synchronises the gradients.
+STEP_METRICS = ("grad_norm", "lr")
+
+
 def _mean_metrics(rows: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> dict[str, float]:
     """Average metric tensors over micro-batches, steps and processes."""
     keys = rows[0].keys()
@@ -263,9 +267,12 @@ def train_dpo(
             bar.update(1)
 
             if window and (done % config.train.log_every == 0 or done == last):
-                rows = [r for r in window if "grad_norm" in r] or window
-                common = set.intersection(*(set(r) for r in rows))
-                logged = _mean_metrics([{k: r[k] for k in sorted(common)} for r in rows], accelerator)
+                # Pair metrics over every micro-batch; grad norm and lr from the micro-batches that stepped.
+                common = set.intersection(*(set(r) for r in window)) - set(STEP_METRICS)
+                logged = _mean_metrics([{k: r[k] for k in sorted(common)} for r in window], accelerator)
+                stepped = [{k: r[k] for k in STEP_METRICS} for r in window if STEP_METRICS[0] in r]
+                if stepped:  # the same micro-batches on every process (non-finite steps are skipped by all)
+                    logged.update(_mean_metrics(stepped, accelerator))
                 elapsed = time.perf_counter() - tick
                 logged["pairs_per_s"] = per_step * len(window) / config.train.grad_accum / max(elapsed, 1e-9)
                 acc, counts = bucket_accuracy(
