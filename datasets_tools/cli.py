@@ -137,7 +137,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``imgpref data {scan,build}``."""
-    data = sub.add_parser("data", help="subject photo folders: scan for problems, build a clean manifest")
+    data_help = "subject photo folders: scan for problems, build a clean manifest"
+    data = sub.add_parser("data", help=data_help, description=data_help)
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", title="subcommands", required=True)
     formatter = argparse.RawDescriptionHelpFormatter
 

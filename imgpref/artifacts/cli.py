@@ -57,7 +57,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
 def add_artifacts_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``imgpref artifacts scan``."""
-    artifacts = sub.add_parser("artifacts", help="detect grid/checkerboard textures, darkening and desaturation")
+    artifacts_help = "detect grid/checkerboard textures, darkening and desaturation"
+    artifacts = sub.add_parser("artifacts", help=artifacts_help, description=artifacts_help)
     artifacts_sub = artifacts.add_subparsers(
         dest="artifacts_command", metavar="SUBCOMMAND", title="subcommands", required=True
     )

@@ -70,7 +70,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def add_toy_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``imgpref toy {build,eval}``."""
-    toy = sub.add_parser("toy", help="the built-in toy world: build its model, evaluate models on it")
+    toy_help = "the built-in toy world: build its model, evaluate models on it"
+    toy = sub.add_parser("toy", help=toy_help, description=toy_help)
     toy_sub = toy.add_subparsers(dest="toy_command", metavar="SUBCOMMAND", title="subcommands", required=True)
 
     build = toy_sub.add_parser("build", help=BUILD_HELP, description=BUILD_HELP)

@@ -83,7 +83,8 @@ def _recipe_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``imgpref train dpo`` and ``imgpref train grpo``."""
-    train = sub.add_parser("train", help="training recipes: dpo, grpo")
+    train_help = "training recipes: Diffusion-DPO (dpo) and image GRPO/GDPO (grpo) on a LoRA"
+    train = sub.add_parser("train", help=train_help, description=train_help)
     train_sub = train.add_subparsers(dest="train_command", metavar="RECIPE", title="recipes", required=True)
     dpo = train_sub.add_parser(
         "dpo", help=DPO_HELP, description=DPO_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -101,7 +101,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def add_pairs_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``imgpref pairs generate``."""
-    pairs = sub.add_parser("pairs", help="self-play preference pairs for Diffusion-DPO")
+    pairs_help = "self-play preference pairs for Diffusion-DPO"
+    pairs = sub.add_parser("pairs", help=pairs_help, description=pairs_help)
     pairs_sub = pairs.add_subparsers(dest="pairs_command", metavar="SUBCOMMAND", title="subcommands", required=True)
     gen = pairs_sub.add_parser(
         "generate",
