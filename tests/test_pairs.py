@@ -439,6 +439,15 @@ def test_presets_load(tmp_path):
     assert {"toy_generic_prompt.yaml", "flux_subject_gt.yaml", "kontext_reference_blur.yaml"} <= names
 
 
+def test_cli_prints_the_resolved_config(tmp_path, capsys):
+    from imgpref.cli import main
+
+    preset = CONFIGS / "toy_generic_prompt.yaml"
+    assert main(["pairs", "generate", "--config", str(preset), "--set", "prompts.n_pairs=7", "--print-config"]) == 0
+    (tmp_path / "shown.yaml").write_text(capsys.readouterr().out)
+    assert load_config(PairsConfig, tmp_path / "shown.yaml") == load_config(PairsConfig, preset, ["prompts.n_pairs=7"])
+
+
 def test_cli_generates_resumes_and_documents_every_corruption(toy_micro, tmp_path, capsys):
     from imgpref.cli import main
 

@@ -56,13 +56,18 @@ def _epilog() -> str:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from imgpref.config import load_config
+    from imgpref.config import ConfigError, config_yaml, load_config
     from imgpref.outdir import prepare_out_dir
     from pipelines.pairs.config import PairsConfig
     from pipelines.pairs.errors import PairsError
     from pipelines.pairs.generate import generate_pairs, process_state
 
     config = load_config(PairsConfig, args.config, args.set or [])
+    if args.print_config:
+        print(config_yaml(config), end="")
+        return 0
+    if args.out is None:
+        raise ConfigError("--out is required: the dataset folder (new, empty, or an earlier run to resume)")
     state = process_state(config)
     out = Path(args.out)
     try:
@@ -118,6 +123,11 @@ def add_pairs_commands(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set prompts.n_pairs=64 --set model.path=DIR (repeatable)",
     )
-    gen.add_argument("--out", type=Path, required=True, help="dataset folder (new, empty, or an earlier run to resume)")
+    gen.add_argument(
+        "--out", type=Path, help="dataset folder (new, empty, or an earlier run to resume); required to generate"
+    )
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")
+    gen.add_argument(
+        "--print-config", action="store_true", help="print the resolved config (every key, defaults included) and exit"
+    )
     gen.set_defaults(handler=_cmd_generate)
