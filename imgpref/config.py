@@ -248,3 +248,19 @@ def save_config(config: Any, path: str | Path) -> Path:
 def config_yaml(config: Any) -> str:
     """The resolved config as YAML text: every key, defaults included."""
     return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+#: Help of the ``--print-config`` flag of the commands that take ``--config`` and ``--set``.
+PRINT_CONFIG_HELP = "print the resolved config (every key with its value, defaults included) and exit"
+
+
+def load_cli_config(cls: type[T], args: Any, out_role: str) -> T | None:
+    """A command's config from ``args.config`` and ``args.set``; with ``args.print_config`` it is printed
+    and None returned, otherwise ``args.out`` is required (``out_role`` says what that folder is)."""
+    config = load_config(cls, args.config, args.set or ())
+    if args.print_config:
+        print(config_yaml(config), end="")
+        return None
+    if args.out is None:
+        raise ConfigError(f"--out is required: {out_role}")
+    return config

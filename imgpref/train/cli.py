@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from imgpref.config import PRINT_CONFIG_HELP, load_cli_config
+
 DPO_HELP = "Diffusion-DPO on a LoRA from a preference-pair folder (metadata.jsonl + images)"
 DPO_DESCRIPTION = f"""{DPO_HELP}.
 
@@ -18,23 +20,14 @@ Several processes or GPUs: accelerate launch --config_file configs/accelerate/dd
 """
 
 
-def _resolved(cls: type, args: argparse.Namespace):
-    """The recipe's config, or None after printing it (``--print-config``)."""
-    from imgpref.config import ConfigError, config_yaml, load_config
-
-    config = load_config(cls, args.config, args.set)
-    if args.print_config:
-        print(config_yaml(config), end="")
-        return None
-    if args.out is None:
-        raise ConfigError("--out is required: the run's output folder (new, or an earlier run to resume)")
-    return config
+#: What a recipe's --out folder is (named when it is missing).
+OUT_ROLE = "the run's output folder (new, or an earlier run to resume)"
 
 
 def _cmd_dpo(args: argparse.Namespace) -> int:
     from imgpref.train.dpo_config import DPOConfig
 
-    config = _resolved(DPOConfig, args)
+    config = load_cli_config(DPOConfig, args, OUT_ROLE)
     if config is None:
         return 0
     from imgpref.train.dpo import train_dpo
@@ -58,7 +51,7 @@ once) saves a checkpoint and exits.
 def _cmd_grpo(args: argparse.Namespace) -> int:
     from imgpref.train.grpo_config import GRPOConfig
 
-    config = _resolved(GRPOConfig, args)
+    config = load_cli_config(GRPOConfig, args, OUT_ROLE)
     if config is None:
         return 0
     from imgpref.train.grpo import train_grpo
@@ -74,11 +67,7 @@ def _recipe_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
     )
     parser.add_argument("--out", type=Path, help="output folder (new, or an earlier run to resume); required to train")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument(
-        "--print-config",
-        action="store_true",
-        help="print the resolved config (every key with its value, defaults included) and exit",
-    )
+    parser.add_argument("--print-config", action="store_true", help=PRINT_CONFIG_HELP)
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,8 @@ shards the denoiser in place with ``fully_shard`` (one group per transformer blo
 optimiser state are DTensor shards. Whatever reads or writes them whole (checkpoints, the final LoRA,
 the guard's restore) runs on every process: each all-gathers, then only the main process writes.
 Validation images are made by every process of a multi-process run (FSDP or DDP), each its share
-(``Validator(collective=True)``), so validation takes 1/N of the time instead of idling N − 1 processes.
+(:class:`~imgpref.train.validation.Validator`), so validation takes 1/N of the time instead of idling
+N − 1 processes.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ def load_run_model(config: Any, accelerator: Any) -> FamilyAdapter:
 def make_validator(
     config: Any, model: FamilyAdapter, accelerator: Any, out: Path, size: tuple[int, int]
 ) -> Validator | None:
-    """The run's validator when ``validation.every`` > 0 (made by every process together when there are several)."""
+    """The run's validator when ``validation.every`` > 0 (every process calls it; several share the work)."""
     if not config.validation.every:
         return None
     return Validator(
@@ -259,7 +260,6 @@ def make_validator(
         size=size,
         out=out,
         accelerator=accelerator,
-        collective=accelerator.num_processes > 1,
     )
 
 
@@ -281,7 +281,7 @@ def start_run(
     if main:
         save_config(config, out / "config.yaml")
     log = MetricsLog(out, enabled=main, resume_step=start_step if (checkpoints.found or resumed) else None)
-    if validator is not None and start_step == 0 and (main or validator.collective):
+    if validator is not None and start_step == 0:
         metrics, _ = validator.run(0)
         log.log(0, metrics)
     return start_step, log
@@ -333,10 +333,8 @@ def after_step(
     process gets the same answer."""
     decision = None
     if validator is not None and validator.due(done, last):
-        if accelerator.is_main_process or validator.collective:
-            metrics, decision = validator.run(done)  # the decision comes back on the main process only
-        if accelerator.is_main_process:
-            log.log(done, metrics)  # the guard logs its own warning when it trips
+        metrics, decision = validator.run(done)  # every process takes part; results on the main one only
+        log.log(done, metrics)  # a no-op on the other processes; the guard logs its own warning when it trips
         # The main process decided; every process acts on it (and loads a restored LoRA into its shards).
         (decision,) = broadcast_object_list([decision])
         if decision is not None and decision.should_stop:

@@ -1,10 +1,10 @@
 """Validation during training: fixed prompts and seeds, a grid per check, judge rates on the toy world,
 and the artifact guard against the base model's images (same prompts and seeds, adapters off).
 
-Images are made on the main process, except under FSDP, where the sharded denoiser needs every process
-in each forward: there every process makes an equal, contiguous share of the samples (padded with the
-last one) and the main process gathers them in order. Each sample has its own noise seed, so the images
-do not depend on how they are split."""
+Every process of a run calls the validator. With several processes (DDP or FSDP, where the sharded
+denoiser needs every process in each forward) each makes an equal, contiguous share of the samples
+(padded with the last one) and the main process gathers them in order. Each sample has its own noise
+seed, so the images do not depend on how they are split."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ SEED_OFFSET = 2_000_000
 
 
 class Validator:
-    """Makes the validation images of a run and judges them. ``collective`` (several processes): every process
-    calls :meth:`run` and :meth:`base_images`; only the main process gets results back."""
+    """Makes the validation images of a run and judges them. Every process calls :meth:`run` and
+    :meth:`base_images`; only the main process gets results back."""
 
     def __init__(
         self,
@@ -42,7 +42,6 @@ class Validator:
         size: tuple[int, int],
         out: Path,
         accelerator: Any = None,
-        collective: bool = False,
     ) -> None:
         if settings.every and model.takes_reference_image:
             raise ValueError(
@@ -62,8 +61,9 @@ class Validator:
             self.judged = True
         self.guard = ArtifactGuard(guard)
         self._base: torch.Tensor | None = None
-        self.accelerator, self.collective = accelerator, collective
+        self.accelerator = accelerator
         self.is_main = accelerator is None or accelerator.is_main_process
+        self.shared = accelerator is not None and accelerator.num_processes > 1
 
     def due(self, step: int, last_step: int) -> bool:
         every = self.settings.every
@@ -71,7 +71,7 @@ class Validator:
 
     def _generate(self) -> torch.Tensor:
         prompts, seeds = self.prompts, self.seeds
-        if self.collective:  # this process's contiguous share, padded so every process runs the same forwards
+        if self.shared:  # this process's contiguous share, padded so every process runs the same forwards
             n, world, rank = len(prompts), self.accelerator.num_processes, self.accelerator.process_index
             share = math.ceil(n / world)
             index = [min(rank * share + i, n - 1) for i in range(share)]
@@ -85,7 +85,7 @@ class Validator:
             num_steps=self.settings.steps,
             progress=False,
         )
-        if self.collective:  # gathered in process order: the first n are the samples in order
+        if self.shared:  # gathered in process order: the first n are the samples in order
             images = self.accelerator.gather(images.to(self.accelerator.device)).cpu()[: len(self.prompts)]
         return images
 

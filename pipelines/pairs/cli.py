@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from imgpref.config import PRINT_CONFIG_HELP, load_cli_config
+
 GENERATE_HELP = "generate a preference dataset (winner/loser image pairs + metadata.jsonl) with a base model"
 STRATEGIES_TEXT = """\
 strategies (strategy=...):
@@ -56,18 +58,14 @@ def _epilog() -> str:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from imgpref.config import ConfigError, config_yaml, load_config
     from imgpref.outdir import prepare_out_dir
     from pipelines.pairs.config import PairsConfig
     from pipelines.pairs.errors import PairsError
     from pipelines.pairs.generate import generate_pairs, process_state
 
-    config = load_config(PairsConfig, args.config, args.set or [])
-    if args.print_config:
-        print(config_yaml(config), end="")
+    config = load_cli_config(PairsConfig, args, "the dataset folder (new, empty, or an earlier run to resume)")
+    if config is None:
         return 0
-    if args.out is None:
-        raise ConfigError("--out is required: the dataset folder (new, empty, or an earlier run to resume)")
     state = process_state(config)
     out = Path(args.out)
     try:
@@ -127,7 +125,5 @@ def add_pairs_commands(sub: argparse._SubParsersAction) -> None:
         "--out", type=Path, help="dataset folder (new, empty, or an earlier run to resume); required to generate"
     )
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")
-    gen.add_argument(
-        "--print-config", action="store_true", help="print the resolved config (every key, defaults included) and exit"
-    )
+    gen.add_argument("--print-config", action="store_true", help=PRINT_CONFIG_HELP)
     gen.set_defaults(handler=_cmd_generate)
