@@ -159,11 +159,13 @@ def set_dotted(tree: dict, path: list[str], value: Any) -> None:
     _set_dotted(tree, path, value)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from a file, with errors that name the file (and line, for syntax errors)."""
+def read_yaml(path: str | Path, *, given_as: str = "--config") -> dict[str, Any]:
+    """A YAML mapping from a file, with errors that name the file (and line, for syntax errors);
+    ``given_as`` names where the path came from (the flag or config key to fix)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found; pass an existing YAML file with --config")
+        where = f" (a relative path is read from the current folder, {Path.cwd()})" if not path.is_absolute() else ""
+        raise ConfigError(f"config file {str(path)!r} not found{where}; pass an existing YAML file as {given_as}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

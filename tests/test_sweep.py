@@ -93,6 +93,9 @@ def test_grid_expands_in_order_with_safe_names(tmp_path):
         load_config(SweepConfig, None, ["base.data.path=p", "grid={beta: [1]}"])
     with pytest.raises(ConfigError, match="non-empty"):
         load_config(SweepConfig, None, ["base.data.path=p", "grid={dpo.beta: []}"])
+    config.base_config = str(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="missing.yaml' not found; pass an existing YAML file as base_config"):
+        expand_grid(config)  # names the sweep key to fix, not --config (which was given)
 
 
 def test_reference_reuse_is_identical_to_recomputation(pairs, cache, reused, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from imgpref.config import ConfigError, build_config, read_yaml, set_dotted
@@ -63,12 +62,7 @@ class SweepConfig:
 
     def dpo_config(self, overrides: dict[str, Any] | None = None, name: str = "base") -> DPOConfig:
         """The DPO config of one run: ``base_config`` file, then ``base``, then the run's dotted overrides."""
-        if self.base_config and not Path(self.base_config).is_file():
-            raise ConfigError(
-                f"base_config {self.base_config!r} not found (a relative path is read from the current folder, "
-                f"{Path.cwd()}); run from the folder it is relative to or give an absolute path"
-            )
-        tree: dict[str, Any] = read_yaml(self.base_config) if self.base_config else {}
+        tree: dict[str, Any] = read_yaml(self.base_config, given_as="base_config") if self.base_config else {}
         _merge(tree, self.base)
         for key, value in (overrides or {}).items():
             set_dotted(tree, key.split("."), value)
