@@ -43,7 +43,7 @@ class FlowSchedule:
 
 @dataclass(frozen=True)
 class DDPMSchedule:
-    """Discrete DDPM schedule (SD 1.5 / SDXL) indexed by ``t`` ∈ [0, 1] → step ``round(t·(T−1))``."""
+    """Discrete DDPM schedule (SD 1.5 / SDXL) indexed by ``t`` ∈ [0, 1] → step ``min(⌊t·T⌋, T−1)``."""
 
     alphas_cumprod: torch.Tensor
     prediction: Prediction = "epsilon"
@@ -57,8 +57,13 @@ class DDPMSchedule:
         return int(self.alphas_cumprod.shape[0])
 
     def model_timestep(self, t: torch.Tensor) -> torch.Tensor:
-        """Integer step index in [0, T−1]."""
-        return torch.round(t.float() * (self.num_train_timesteps - 1)).long()
+        """Integer step index ``min(⌊t·T⌋, T−1)`` in [0, T−1].
+
+        Uniform ``t`` gives every step the same probability, as the official Diffusion-DPO code's
+        ``randint(0, T)`` does (``round(t·(T−1))`` would give steps 0 and T−1 half weight), and
+        ``t = k/(T−1)`` maps back to exactly ``k``, which the DDIM rollout relies on."""
+        total = self.num_train_timesteps
+        return torch.floor(t.double() * total).long().clamp(0, total - 1)
 
     def _alpha_sigma(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         abar = self.alphas_cumprod.to(x.device)[self.model_timestep(t).to(x.device)]

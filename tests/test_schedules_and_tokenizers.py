@@ -27,6 +27,18 @@ def test_ddpm_schedule_hand_values():
     torch.testing.assert_close(v_s.target(x0, eps, t)[:, 0, 0, 0], torch.tensor([0.8 * 2 - 0.6, 0.6 * 2 - 0.8]))
 
 
+def test_ddpm_steps_are_uniform_for_uniform_t_and_invert_k_over_t_minus_1():
+    """Uniform t must draw every integer step alike (the official code's randint(0, T)), endpoints
+    included, and t = k/(T − 1), which the DDIM rollout feeds back, must map to exactly k."""
+    schedule = DDPMSchedule(torch.linspace(0.999, 0.001, 1000))
+    t = (torch.arange(10_000, dtype=torch.float32) + 0.5) / 10_000
+    counts = torch.bincount(schedule.model_timestep(t), minlength=1000)
+    assert counts.min() == counts.max() == 10
+    k = torch.arange(1000)
+    torch.testing.assert_close(schedule.model_timestep(k.float() / 999), k)
+    assert schedule.model_timestep(torch.tensor([0.0, 1.0])).tolist() == [0, 999]
+
+
 def test_expand_like_any_rank():
     t = torch.tensor([1.0, 2.0])
     assert expand_like(t, torch.zeros(2, 3)).shape == (2, 1)

@@ -148,7 +148,7 @@ def _ddim_schedule(model: FamilyAdapter, steps: int) -> StepSchedule:
     previous = timesteps - total // steps
     final = torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float32)
     level_next = torch.where(previous >= 0, alphas[previous.clamp(min=0)], final)
-    # predict() maps t back to round(t · (T − 1)): exactly the integer timestep.
+    # predict() maps t = k/(T − 1) back to exactly the integer timestep k (DDPMSchedule.model_timestep).
     t = timesteps.to(torch.float32) / (total - 1)
     return StepSchedule("ddim", t, alphas[timesteps].clone(), level_next, model.schedule.prediction)
 
