@@ -187,25 +187,31 @@ def leaf_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def check_override_key(cls: type, path: list[str], text: str) -> None:
-    """Refuse a ``--set`` key that names no field, suggesting the closest key of any section."""
+def check_override_key(cls: type, path: list[str], text: str, prefix: str = "") -> None:
+    """Refuse a ``--set`` key that names no field, suggesting the closest key of any section.
+
+    A mapping field whose metadata names a ``schema`` dataclass (a sweep's ``base``) is checked against it."""
     node: Any = cls
     for depth, part in enumerate(path):
         if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
             return  # inside a value (a mapping or list): checked when the config is built
-        fields = [f.name for f in dataclasses.fields(node) if f.init]
+        fields = {f.name: f for f in dataclasses.fields(node) if f.init}
         if part not in fields:
-            dotted, by_name = ".".join(path), {}
-            for key in leaf_keys(cls):
+            dotted, by_name = prefix + ".".join(path), {}
+            for key in leaf_keys(cls, prefix):
                 by_name.setdefault(key.rsplit(".", 1)[-1], []).append(key)
             name = difflib.get_close_matches(path[-1], list(by_name), n=1, cutoff=0.6)
             options = by_name[name[0]] if name else []
-            same_section = [k for k in options if k.rsplit(".", 1)[0] == ".".join(path[:-1])]
+            same_section = [k for k in options if k.rsplit(".", 1)[0] == dotted.rsplit(".", 1)[0]]
             hint = f" (did you mean {(same_section or options)[0]!r}?)" if options else ""
-            under = f"under {'.'.join(path[:depth])!r}" if depth else "at the top level"
+            section = (prefix + ".".join(path[:depth])).rstrip(".")
+            under = f"under {section!r}" if section else "at the top level"
             raise ConfigError(
                 f"--set {text!r}: unknown key {dotted!r}{hint}; allowed keys {under}: {', '.join(fields)}"
             )
+        schema = fields[part].metadata.get("schema")
+        if schema is not None:
+            return check_override_key(schema, path[depth + 1 :], text, f"{prefix}{'.'.join(path[: depth + 1])}.")
         node = typing.get_type_hints(node)[part]
 
 

@@ -89,6 +89,12 @@ def test_grid_expands_in_order_with_safe_names(tmp_path):
     config.grid = {"dpo.beta": [100, 100.0]}
     with pytest.raises(ValueError, match="same run name"):
         expand_grid(config)
+    # a typo under base.* is caught at --set time, against the DPO config, with the full key and a suggestion
+    typo = r"--set 'base.dpo.bta=3': unknown key 'base.dpo.bta' \(did you mean 'base.dpo.beta'\?\); allowed keys under"
+    with pytest.raises(ConfigError, match=typo + " 'base.dpo': beta,"):
+        load_config(SweepConfig, None, ["base.dpo.bta=3", "grid={dpo.beta: [1]}"])
+    with pytest.raises(ConfigError, match="'base.lr' .did you mean 'base.optim.lr'.*keys under 'base': model,"):
+        load_config(SweepConfig, None, ["base.lr=3", "grid={dpo.beta: [1]}"])
     with pytest.raises(ConfigError, match="dotted"):
         load_config(SweepConfig, None, ["base.data.path=p", "grid={beta: [1]}"])
     with pytest.raises(ConfigError, match="non-empty"):

@@ -33,7 +33,7 @@ class SweepConfig:
 
     base_config: str = ""
     """Path of a DPO YAML (e.g. configs/dpo/flux.yaml) the base starts from; empty = DPO defaults."""
-    base: dict[str, Any] = field(default_factory=dict)
+    base: dict[str, Any] = field(default_factory=dict, metadata={"schema": DPOConfig})
     """DPO config sections merged over ``base_config`` (a DPOConfig tree, e.g. ``{dpo: {beta: 1000}}``);
     set keys with ``--set base.data.path=runs/pairs``. Data order, seeds and validation prompts come from
     here, so every run shares them."""
