@@ -232,6 +232,20 @@ def test_toy_rewards_score_attributes_separately():
     assert bool((ungated > 0.9).all())  # the same circle, its colour not asked about
     with pytest.raises(ValueError, match="color_gate belongs to toy_shape_fit"):
         build_reward("toy_color", {"color_gate": False})
+    with pytest.raises(ValueError, match=r"reward 'luma_band': bad params \{'hi': 1\} .*it takes: low, high, scale"):
+        build_reward("luma_band", {"hi": 1})
+
+
+def test_a_factorys_own_type_error_is_not_reported_as_bad_params(monkeypatch):
+    import imgpref.rewards as rewards
+
+    def broken(name: str, scale: float = 1.0):
+        return len(scale)  # a bug inside the factory: TypeError with valid params
+
+    monkeypatch.setitem(rewards.REWARDS, "broken", "unused:unused")
+    monkeypatch.setattr(rewards, "_factory", lambda name: broken)
+    with pytest.raises(TypeError, match="has no len"):
+        build_reward("broken", {"scale": 2.0})
 
 
 def test_format_and_artifact_rewards_on_known_images():

@@ -97,10 +97,9 @@ def build_reward(name: str, params: dict[str, Any] | None = None) -> RewardFn:
     """Build one registered reward; its output is ``{name: tensor [B]}``."""
     if name not in REWARDS:
         raise KeyError(f"unknown reward {name!r}; known rewards: {', '.join(REWARDS)}")
-    try:
-        return _factory(name)(name, **(params or {}))
-    except TypeError as err:
-        raise ValueError(f"reward {name!r}: bad params {params!r} ({err})") from err
+    params = params or {}
+    check_params(name, params)  # a TypeError raised inside the factory is its own bug, not bad params
+    return _factory(name)(name, **params)
 
 
 class MultiReward:
