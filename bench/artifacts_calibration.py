@@ -35,8 +35,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
+from imgpref.artifacts.defaults import DIVERSITY_RATIO, ArtifactThresholds
 from imgpref.artifacts.diversity import spread_ratio
-from imgpref.artifacts.guard import DIVERSITY_RATIO
 from imgpref.artifacts.images import LUMA_WEIGHTS
 from imgpref.artifacts.inject import (
     add_pattern,
@@ -45,7 +45,7 @@ from imgpref.artifacts.inject import (
     desaturate,
     jpeg_roundtrip,
 )
-from imgpref.artifacts.measure import ArtifactThresholds, image_flags, image_scores, measure
+from imgpref.artifacts.measure import image_flags, image_scores, measure
 from imgpref.artifacts.synthetic import FAMILIES, clean_image
 
 SIZES = (64, 128, 256, 512)

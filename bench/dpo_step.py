@@ -93,7 +93,8 @@ def flops_per_pair(model, size: int) -> float:
 
 def run_variant(args: argparse.Namespace) -> dict:
     from imgpref.losses import diffusion_dpo_loss, per_sample_error
-    from imgpref.models.lora import LoraSettings, attach_lora
+    from imgpref.models.lora import attach_lora
+    from imgpref.models.settings import LoraSettings
     from imgpref.train.dpo import Batch, pair_errors, reference_errors
 
     torch.manual_seed(0)

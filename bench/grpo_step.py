@@ -18,7 +18,8 @@ import torch
 
 from imgpref.models import load_model
 from imgpref.models.base import index_cond
-from imgpref.models.lora import LoraSettings, attach_lora
+from imgpref.models.lora import attach_lora
+from imgpref.models.settings import LoraSettings
 from imgpref.toy import world
 from imgpref.train.grpo import clipped_policy_loss
 from imgpref.train.rollout import StepSampler, rollout, sampling_schedule, step_log_prob, step_noise

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgpref.artifacts.defaults import ArtifactThresholds, GuardSettings
 from imgpref.artifacts.diversity import spread, spread_ratio
 from imgpref.artifacts.grid import fold_statistic, grid_scores, lattice_points
-from imgpref.artifacts.guard import ArtifactGuard, GuardSettings
+from imgpref.artifacts.guard import ArtifactGuard
 from imgpref.artifacts.inject import add_pattern, darken_gain, desaturate, jpeg_roundtrip, periodic_pattern
-from imgpref.artifacts.measure import ArtifactThresholds, image_flags, image_scores, measure
+from imgpref.artifacts.measure import image_flags, image_scores, measure
 from imgpref.artifacts.scan import ScanSettings, scan_folder
 from imgpref.artifacts.synthetic import clean_image
 from imgpref.artifacts.tone import colorfulness, tone_stats

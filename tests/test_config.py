@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
 
 from imgpref.config import ConfigError, load_config, save_config
-from imgpref.models.lora import LoraSettings
-from imgpref.models.settings import ModelSettings
+from imgpref.models.settings import LoraSettings, ModelSettings
 
 
 @dataclass
@@ -115,3 +117,27 @@ def test_bad_yaml_and_bad_override(tmp_path):
         load_config(Root, write(tmp_path, "train: [unclosed\n"))
     with pytest.raises(ConfigError, match="must look like section.key=value"):
         load_config(Root, None, ["train.steps"])
+
+
+def test_recipe_configs_load_without_torch_diffusers_or_scipy():
+    """A typo in a config is reported in a fraction of a second: the DPO, sweep and pair configs (and the
+    model, LoRA and guard sections) import none of the heavy libraries, which load with the job."""
+    code = (
+        "import sys\n"
+        "import imgpref.train.dpo_config, imgpref.sweep.config, pipelines.pairs.config, imgpref.models\n"
+        "print(sorted(m for m in ('torch', 'diffusers', 'peft', 'transformers', 'scipy') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+def test_config_choices_and_registry_data_match_the_code_they_stand_for():
+    from imgpref import advantages, losses
+    from imgpref.models import FAMILIES, get_family
+    from imgpref.models.registry import REFERENCE_FAMILIES
+    from imgpref.train.dpo_config import DPOSettings
+    from imgpref.train.grpo_config import GRPOSettings
+
+    assert typing.get_args(typing.get_type_hints(DPOSettings)["convention"]) == losses.CONVENTIONS
+    assert typing.get_args(typing.get_type_hints(GRPOSettings)["advantage"]) == advantages.MODES
+    assert {name for name in FAMILIES if get_family(name).takes_reference_image} == REFERENCE_FAMILIES

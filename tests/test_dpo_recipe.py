@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from imgpref.config import load_config
 from imgpref.models import load_model
-from imgpref.models.lora import LoraSettings, attach_lora, reference_mode
+from imgpref.models.lora import attach_lora, reference_mode
+from imgpref.models.settings import LoraSettings
 from imgpref.train.dpo import NonFiniteLossError, make_batch, pair_errors, reference_errors, train_dpo
 from imgpref.train.dpo_config import DPOConfig
 from imgpref.train.latent_cache import encode_pairs

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from imgpref.models import FAMILIES, get_family
-from imgpref.models.lora import LoraSettings, attach_lora, load_lora, reference_mode, save_lora
+from imgpref.models.lora import attach_lora, load_lora, reference_mode, save_lora
+from imgpref.models.settings import LoraSettings
 
 SEED = 0
 HEIGHT, WIDTH = 32, 48

@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 from imgpref.config import ConfigError, load_config
 from imgpref.models import load_model
 from imgpref.models.base import index_cond
-from imgpref.models.lora import LoraSettings, attach_lora, reference_mode
+from imgpref.models.lora import attach_lora, reference_mode
+from imgpref.models.settings import LoraSettings
 from imgpref.rewards import MultiReward, RewardSpec, build_reward
 from imgpref.sampling.sde import gaussian_kl_same_std
 from imgpref.toy import world

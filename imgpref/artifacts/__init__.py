@@ -2,9 +2,10 @@
 desaturation and loss of diversity across seeds; a folder scanner; a training guard.
 
 - `grid`, `tone`, `diversity`: the pure math (numpy/scipy/PIL only, no training code);
-- `measure`: every detector on one image, alone or against its base image, and the flags
-  (`ArtifactThresholds`, calibrated in bench/artifacts.md);
+- `defaults`: the calibrated thresholds (`ArtifactThresholds`, bench/artifacts.md) and `GuardSettings`,
+  importable without numpy or scipy;
+- `measure`: every detector on one image, alone or against its base image, and the flags;
 - `scan`, `report`, `cli`: ``imgpref artifacts scan DIR [--reference DIR] --out OUT``;
-- `guard`: `ArtifactGuard` / `GuardSettings` for the training recipes;
+- `guard`: `ArtifactGuard` for the training recipes;
 - `inject`, `synthetic`: artifacts of controlled strength and clean images, for calibration and tests.
 """

@@ -22,7 +22,7 @@ DEFAULT_TOP = 12
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
-    from imgpref.artifacts.measure import ArtifactThresholds
+    from imgpref.artifacts.defaults import ArtifactThresholds
     from imgpref.artifacts.report import write_report
     from imgpref.artifacts.scan import ScanSettings, scan_folder
     from imgpref.config import ConfigError, load_config

@@ -41,57 +41,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from imgpref.artifacts.defaults import DEFAULT_MAX_SIZE, DEFAULT_PERIODS
+from imgpref.artifacts.defaults import GuardSettings
 from imgpref.artifacts.diversity import spread_ratio
 from imgpref.artifacts.images import as_image_list
-from imgpref.artifacts.measure import ArtifactThresholds, image_flags, image_scores, measure
+from imgpref.artifacts.measure import image_flags, image_scores, measure
 from imgpref.artifacts.tone import TONE_KEYS, tone_change
 
 logger = logging.getLogger(__name__)
 
-#: Calibrated in bench/artifacts.md: benign groups (other seeds of the same prompts) stay above it.
-DIVERSITY_RATIO = 0.45
 #: Prefix of every metric the guard returns (one namespace in metrics.jsonl and TensorBoard).
 METRIC_PREFIX = "artifacts/"
-
-
-@dataclass
-class GuardSettings:
-    """When the artifact guard runs, what trips it and what it does then."""
-
-    every: int = 100
-    """Check every this many optimizer steps (0 = never)."""
-    action: Literal["warn", "stop", "restore"] = "warn"
-    """On a failed check: warn (log, continue), stop, or restore (stop and load the last passing checkpoint)."""
-    patience: int = 1
-    """Failing checks in a row needed before acting (earlier ones only warn)."""
-    min_flagged_fraction: float = 0.5
-    """Share of validation images that must carry a grid (differential flag) for grid_p{p} to trip."""
-    diversity_ratio: float = DIVERSITY_RATIO
-    """``collapse`` trips when the median over prompts of tuned/base spread across seeds is below this."""
-    periods: tuple[int, ...] = DEFAULT_PERIODS
-    """Grid periods in pixels (8: VAE footprint; 16: VAE x 2x2 patch packing)."""
-    max_size: int = DEFAULT_MAX_SIZE
-    """Larger validation images are centre-cropped to this side for the grid spectrum."""
-    thresholds: ArtifactThresholds = field(default_factory=ArtifactThresholds)
-    """Per-image and per-set thresholds (calibrated defaults: bench/artifacts.md)."""
-
-    def __post_init__(self) -> None:
-        if self.every < 0:
-            raise ValueError(f"guard.every must be >= 0 (0 turns the guard off), got {self.every}")
-        if self.patience < 1:
-            raise ValueError(f"guard.patience must be >= 1, got {self.patience}")
-        if not 0.0 < self.min_flagged_fraction <= 1.0:
-            raise ValueError(f"guard.min_flagged_fraction must be in (0, 1], got {self.min_flagged_fraction}")
-        if not 0.0 <= self.diversity_ratio <= 1.0:
-            raise ValueError(f"guard.diversity_ratio must be in [0, 1], got {self.diversity_ratio}")
-        if not self.periods or any(p < 2 for p in self.periods):
-            raise ValueError(f"guard.periods must be pixel periods >= 2, got {self.periods!r}")
 
 
 @dataclass(frozen=True)

@@ -25,68 +25,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from imgpref.artifacts.defaults import DEFAULT_MAX_SIZE, DEFAULT_PERIODS
+from imgpref.artifacts.defaults import DEFAULT_MAX_SIZE, DEFAULT_PERIODS, ArtifactThresholds
 from imgpref.artifacts.grid import GridResult, grid_excess, grid_scores
 from imgpref.artifacts.images import luma, to_rgb_uint8
 from imgpref.artifacts.tone import tone_change, tone_stats
 
-# Calibrated defaults (bench/artifacts.md, "Chosen thresholds"): each is the smallest round value whose
-# false-positive rate on split A of the calibration set (clean images, benign pairs, patterns present in
-# base and tuned alike) is at most 0.3% (grid) or 0.25% (each tone flag); GRID_RMS is set by design.
-GRID_FOLD = 5.3
-#: Not a flag threshold since the fold statistic replaced the pooled ratio for single images: the pooled
-#: ratio clean images stay below (calibrated the same way), which the report's spectrum figure marks and
-#: the ``artifact_penalty`` reward (imgpref.rewards.artifact) scales its grid penalty by.
-GRID_RATIO = 4.4
-GRID_EXCESS_RATIO = 2.6
-GRID_RMS = 0.2
-JPEG_GRID_RMS = 0.45
-DARKER = 0.025
-DESATURATED = 0.04
-CRUSHED_BLACKS = 0.01
 #: JPEG's block side (px): lattices at its multiples are partly JPEG's own in a JPEG file.
 JPEG_BLOCK = 8
-
-
-@dataclass
-class ArtifactThresholds:
-    """When a detector trips. The fold statistic is in null standard deviations, ratios are pooled
-    lattice peak ratios, rms values 8-bit levels, tone changes fractions (0.03 = 3%)."""
-
-    grid_fold: float = GRID_FOLD
-    """Single image: a period's fold statistic ``grid_p{p}_fold`` (null standard deviations) at or above
-    this trips (with grid_rms)."""
-    grid_ratio: float = GRID_RATIO
-    """Single image: the pooled peak ratio ``grid_p{p}`` that clean images stay below. Not a flag
-    threshold (the fold statistic is); the report marks lattice points at or above it and the
-    ``artifact_penalty`` reward scales its grid penalty by it."""
-    grid_rms: float = GRID_RMS
-    """... and only when the lattice pattern's rms (levels) is at least this: a lattice can stand out of
-    a noiseless 8-bit ramp at 1/100 of a level, which nobody can see."""
-    jpeg_grid_rms: float = JPEG_GRID_RMS
-    """JPEG files, periods that are multiples of 8 (JPEG's own 8x8 blocks, 16x16 with 4:2:0 chroma): the
-    rms threshold used instead of grid_rms, above the blocking of quality >= 75 files (alone or against a
-    reference, whose blocks differ as soon as the content moves)."""
-    grid_excess_ratio: float = GRID_EXCESS_RATIO
-    """With a base image: pooled ``r_tuned / max(r_base, 1)`` at or above this trips (with grid_rms on the
-    excess rms)."""
-    darker: float = DARKER
-    """With a base image: mean luma lower by at least this fraction of the base's trips ``darker``."""
-    desaturated: float = DESATURATED
-    """With a base image: colourfulness per unit of luma (``saturation_change``) lower by at least this
-    fraction trips ``desaturated``."""
-    crushed_blacks: float = CRUSHED_BLACKS
-    """With a base image: share of crushed-black pixels up by at least this (absolute) trips."""
-
-    def __post_init__(self) -> None:
-        if self.grid_fold <= 0:
-            raise ValueError(f"grid_fold must be > 0 (null standard deviations), got {self.grid_fold}")
-        for name in ("grid_ratio", "grid_excess_ratio"):
-            if getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be > 1 (a ratio of 1 is plain background), got {getattr(self, name)}")
-        for name in ("grid_rms", "jpeg_grid_rms", "darker", "desaturated", "crushed_blacks"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

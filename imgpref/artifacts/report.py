@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from imgpref.artifacts.defaults import ArtifactThresholds
 from imgpref.artifacts.grid import grid_scores, lattice_points, windowed_residual
-from imgpref.artifacts.measure import ArtifactThresholds, grid_periods
+from imgpref.artifacts.measure import grid_periods
 from imgpref.artifacts.scan import read_image
 from imgpref.outdir import atomic_write_text
 

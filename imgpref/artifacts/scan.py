@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from imgpref.artifacts.defaults import DEFAULT_MAX_SIZE, DEFAULT_PERIODS
-from imgpref.artifacts.measure import ArtifactThresholds, image_flags, image_scores, measure
+from imgpref.artifacts.defaults import DEFAULT_MAX_SIZE, DEFAULT_PERIODS, ArtifactThresholds
+from imgpref.artifacts.measure import image_flags, image_scores, measure
 
 #: File suffixes read as images (case-insensitive).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})

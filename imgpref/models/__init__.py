@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+from imgpref.errors import ModelNotFoundError
+from imgpref.models.registry import FAMILIES, TINY
 
-from imgpref.models.base import Cond, FamilyAdapter, ModelNotFoundError, resolve_local_path
+if TYPE_CHECKING:
+    import torch
 
-#: Family name → "module:class" of its adapter.
-FAMILIES: dict[str, str] = {
-    "flux": "imgpref.models.flux:FluxAdapter",
-    "flux-kontext": "imgpref.models.flux_kontext:FluxKontextAdapter",
-    "qwen-image": "imgpref.models.qwen_image:QwenImageAdapter",
-    "qwen-image-edit": "imgpref.models.qwen_image_edit:QwenImageEditAdapter",
-    "sd": "imgpref.models.sd:SDAdapter",
-    "sd3": "imgpref.models.sd3:SD3Adapter",
-}
+    from imgpref.models.base import Cond, FamilyAdapter, resolve_local_path
 
-#: The value of ``model.path`` that selects a family's tiny random-init pipeline.
-TINY = "tiny"
+#: Names re-exported from imgpref.models.base, imported (with torch and diffusers) on first access.
+_FROM_BASE = ("Cond", "FamilyAdapter", "resolve_local_path")
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: the config modules import this package without torch
+    if name in _FROM_BASE:
+        return getattr(importlib.import_module("imgpref.models.base"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_family(name: str) -> type[FamilyAdapter]:
@@ -39,11 +40,15 @@ def load_model(
     family: str,
     path: str | Path,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> FamilyAdapter:
-    """Load a family's pipeline from a local directory, or its tiny random-init one for ``path="tiny"``."""
+    """Load a family's pipeline from a local directory, or its tiny random-init one for ``path="tiny"``;
+    ``dtype`` None = float32."""
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
     cls = get_family(family)
     if str(path) == TINY:
         return cls.tiny(seed, dtype=dtype, device=device)

@@ -26,14 +26,11 @@ from typing import ClassVar
 import torch
 from diffusers import DiffusionPipeline
 
+from imgpref.errors import ModelNotFoundError
 from imgpref.schedules import Schedule
 
 #: Conditioning: a dict of batch-first tensors (prompt embeddings, masks, reference latents).
 Cond = dict[str, torch.Tensor]
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """A model was named by something that is not a local directory."""
 
 
 def resolve_local_path(path_or_id: str | Path) -> Path:

@@ -10,45 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from imgpref.models.base import FamilyAdapter
+from imgpref.models.settings import LoraSettings
 
 #: File name of a LoRA saved with a diffusers pipeline's ``save_lora_weights`` (its default).
 LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
 
 #: peft's name for the adapter imgpref trains.
 ADAPTER_NAME = "default"
-
-
-@dataclass
-class LoraSettings:
-    """LoRA hyper-parameters (Hu et al. 2021, arXiv 2106.09685): ΔW = (alpha / rank) · B A."""
-
-    rank: int = 16
-    """Inner dimension r of the low-rank update."""
-    alpha: float = 16.0
-    """Scale numerator: the update is multiplied by alpha / rank."""
-    dropout: float = 0.0
-    """Dropout on the LoRA branch input during training."""
-    target_modules: list[str] = field(default_factory=list)
-    """Module names (peft ``target_modules``) to adapt; empty means the family's default."""
-    init: Literal["default", "gaussian"] = "default"
-    """Initialisation of A (B is zero either way, so the adapted model starts equal to the base)."""
-
-    def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"lora.rank must be a positive integer, got {self.rank}")
-        if self.alpha <= 0:
-            raise ValueError(f"lora.alpha must be positive, got {self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
 
 
 def attach_lora(model: FamilyAdapter, settings: LoraSettings) -> list[torch.nn.Parameter]:

@@ -1,20 +1,25 @@
-"""Config sections shared by every recipe: which model to load, where, and in which precision."""
+"""Config sections shared by every recipe: which model to load, where, in which precision, and the LoRA.
+
+Plain dataclasses, importable without torch, diffusers or peft (those load inside the methods that need
+them), so a config is read and checked in a fraction of a second."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+from imgpref.models.registry import FAMILIES, TINY
 
-from imgpref.models import FAMILIES, TINY, FamilyAdapter, load_model, resolve_local_path
+if TYPE_CHECKING:
+    import torch
+
+    from imgpref.models.base import FamilyAdapter
 
 #: File every toy model folder holds (its build report).
 TOY_MARKER = "toy_build.json"
 #: Values of ``model.path`` naming the built-in toy model, and the toy size each selects.
 TOY_PATHS = {"toy": "small", "toy-small": "small", "toy-micro": "micro"}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -51,19 +56,51 @@ class ModelSettings:
             return str(ensure_toy_model(TOY_PATHS[self.path]))
         if self.path == TINY:
             return TINY
+        from imgpref.models import resolve_local_path
+
         return str(resolve_local_path(self.path))
 
     def load(self, seed: int = 0) -> FamilyAdapter:
         """Load the model on its device in its dtype."""
+        from imgpref.models import load_model
+
         return load_model(
             self.family, self.resolve_path(), dtype=self.torch_dtype, device=self.resolve_device(), seed=seed
         )
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        import torch
+
+        return getattr(torch, self.dtype)
 
     def resolve_device(self) -> torch.device:
+        import torch
+
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyper-parameters (Hu et al. 2021, arXiv 2106.09685): ΔW = (alpha / rank) · B A."""
+
+    rank: int = 16
+    """Inner dimension r of the low-rank update."""
+    alpha: float = 16.0
+    """Scale numerator: the update is multiplied by alpha / rank."""
+    dropout: float = 0.0
+    """Dropout on the LoRA branch input during training."""
+    target_modules: list[str] = field(default_factory=list)
+    """Module names (peft ``target_modules``) to adapt; empty means the family's default."""
+    init: Literal["default", "gaussian"] = "default"
+    """Initialisation of A (B is zero either way, so the adapted model starts equal to the base)."""
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"lora.rank must be a positive integer, got {self.rank}")
+        if self.alpha <= 0:
+            raise ValueError(f"lora.alpha must be positive, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")

@@ -32,8 +32,8 @@ def make_artifact_penalty(
     grid_rms: float | None = None,
 ):
     """Factory of ``artifact_penalty`` (see the module docstring)."""
-    from imgpref.artifacts.defaults import DEFAULT_MAX_SIZE
-    from imgpref.artifacts.measure import GRID_RATIO, GRID_RMS, measure
+    from imgpref.artifacts.defaults import DEFAULT_MAX_SIZE, GRID_RATIO, GRID_RMS
+    from imgpref.artifacts.measure import measure
 
     ratio_threshold = GRID_RATIO if grid_ratio is None else float(grid_ratio)
     rms_threshold = GRID_RMS if grid_rms is None else float(grid_rms)

@@ -16,11 +16,10 @@ from tqdm.auto import tqdm
 from imgpref.models.base import FamilyAdapter
 from imgpref.toy import world
 from imgpref.toy.judge import judge_batch
+from imgpref.toy.world import DEFAULT_CFG, DEFAULT_STEPS
 
 #: Keys of ``eval.json`` (and of the ``base``/``tuned`` objects of the demo's summary).
 EVAL_KEYS = ("n", "color_acc", "shape_acc", "position_acc", "background_acc", "all_correct", "mean_luma")
-#: Sampling settings of toy evaluation: classifier-free guidance and Euler steps (measured good on the toy).
-DEFAULT_CFG, DEFAULT_STEPS = 3.0, 16
 #: Offset separating evaluation noise seeds from any seed used to make training data.
 EVAL_SEED_OFFSET = 1_000_000
 

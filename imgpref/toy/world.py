@@ -50,6 +50,9 @@ REFERENCE_SIZE = 32
 CENTER_JITTER = 1.5  # max offset of the shape centre from the quadrant centre, per axis
 RADIUS_RANGE = (4.5, 6.5)  # half the side of the shape's box; 6.5 + 1.5 = 8 keeps it inside its quadrant
 SUPERSAMPLE = 4  # sub-samples per pixel side for anti-aliasing
+#: How the toy model is sampled for evaluation and pair generation: classifier-free guidance and Euler
+#: steps (measured good on the toy; here, beside the world, so configs read them without torch).
+DEFAULT_CFG, DEFAULT_STEPS = 3.0, 16
 CROSS_ARM_HALF_WIDTH = 1 / 3  # cross arm half-width in units of r: arms one third of the box side
 
 # Salt of the hash that orders combinations for the train/held-out split; changing it changes the split.

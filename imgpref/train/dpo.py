@@ -28,6 +28,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from imgpref.errors import NonFiniteLossError
 from imgpref.losses import bucket_accuracy, diffusion_dpo_loss, implicit_correct, per_sample_error
 from imgpref.models.base import FamilyAdapter, concat_cond
 from imgpref.models.lora import reference_mode
@@ -38,7 +39,6 @@ from imgpref.train.latent_cache import EncodedPairs, encode_pairs
 from imgpref.train.pair_data import check_images, read_pairs
 from imgpref.train.runtime import (
     Checkpointer,
-    NonFiniteLossError,
     StopSignal,
     after_step,
     finish_run,

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from imgpref.artifacts.guard import GuardSettings
-from imgpref.losses import CONVENTIONS
-from imgpref.models.lora import LoraSettings
-from imgpref.models.settings import ModelSettings
+from imgpref.artifacts.defaults import GuardSettings
+from imgpref.models.settings import LoraSettings, ModelSettings
 from imgpref.train.settings import OptimSettings, RunSettings
 
 
@@ -61,8 +59,6 @@ class DPOSettings:
     def __post_init__(self) -> None:
         if not self.beta > 0:
             raise ValueError(f"dpo.beta must be > 0 (typical: 10 to 5000), got {self.beta}")
-        if self.convention not in CONVENTIONS:
-            raise ValueError(f"dpo.convention must be one of {CONVENTIONS}")
         if self.loser_weight < 0 or self.sft_weight < 0:
             raise ValueError("dpo.loser_weight and dpo.sft_weight must be >= 0")
         if self.logit_std <= 0 or self.timestep_buckets < 1:

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from imgpref.advantages import group_advantages
 from imgpref.config import ConfigError
+from imgpref.errors import NonFiniteLossError
 from imgpref.models.base import Cond, FamilyAdapter, index_cond
 from imgpref.models.lora import reference_mode
 from imgpref.rewards import MultiReward
@@ -52,7 +53,6 @@ from imgpref.train.rollout import (
 )
 from imgpref.train.runtime import (
     Checkpointer,
-    NonFiniteLossError,
     StopSignal,
     after_step,
     finish_run,

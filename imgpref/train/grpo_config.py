@@ -6,10 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from imgpref.advantages import MODES
-from imgpref.artifacts.guard import GuardSettings
-from imgpref.models.lora import LoraSettings
-from imgpref.models.settings import ModelSettings
+from imgpref.artifacts.defaults import GuardSettings
+from imgpref.models.settings import LoraSettings, ModelSettings
 from imgpref.rewards import RewardSpec
 from imgpref.train.dpo_config import ValidationSettings
 from imgpref.train.settings import OptimSettings, RunSettings
@@ -123,8 +121,6 @@ class GRPOSettings:
     """Passes over each rollout batch; the old policy is refreshed by the next rollout."""
 
     def __post_init__(self) -> None:
-        if self.advantage not in MODES:
-            raise ValueError(f"grpo.advantage must be one of {MODES}, got {self.advantage!r}")
         if not (self.adv_clip > 0 and self.adv_eps > 0 and 0 < self.clip_range < 1):
             raise ValueError("grpo.adv_clip and grpo.adv_eps must be > 0 and grpo.clip_range in (0, 1)")
         if self.kl_beta < 0 or self.inner_epochs < 1:

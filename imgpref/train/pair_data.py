@@ -17,14 +17,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from imgpref.errors import PairDataError
+
 METADATA = "metadata.jsonl"
 REQUIRED = ("prompt", "chosen_file_name", "rejected_file_name")
 #: Problems listed in the error message before "... and N more".
 MAX_LISTED = 20
-
-
-class PairDataError(ValueError):
-    """The pair folder has problems; the message lists them by file and line."""
 
 
 @dataclass(frozen=True)

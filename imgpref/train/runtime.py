@@ -39,10 +39,6 @@ RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.log_eve
 FSDP_VERSION = 2
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss was NaN or infinite for too many optimiser steps in a row."""
-
-
 def make_accelerator(*, mixed_precision: str, cpu: bool, grad_accum: int = 1) -> Any:
     """The recipes' ``Accelerator``: processes, devices and FSDP come from ``accelerate launch``.
 

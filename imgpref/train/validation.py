@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torchvision.utils import save_image
 
-from imgpref.artifacts.guard import ArtifactGuard, GuardDecision, GuardSettings
+from imgpref.artifacts.defaults import GuardSettings
+from imgpref.artifacts.guard import ArtifactGuard, GuardDecision
 from imgpref.models.base import FamilyAdapter
 from imgpref.models.lora import reference_mode
 from imgpref.toy.evaluate import EVAL_KEYS, eval_set, generate_for, score

@@ -27,8 +27,9 @@ from imgpref.models.flux import FluxAdapter
 from imgpref.models.lora import load_lora
 from imgpref.outdir import atomic_write_text, prepare_out_dir
 from imgpref.toy.build import ensure_toy_model
-from imgpref.toy.evaluate import DEFAULT_CFG, evaluate
+from imgpref.toy.evaluate import evaluate
 from imgpref.toy.judge import judge_batch
+from imgpref.toy.world import DEFAULT_CFG
 from imgpref.train.dpo import train_dpo
 from imgpref.train.dpo_config import DPOConfig
 from imgpref.train.metrics_log import read_metrics

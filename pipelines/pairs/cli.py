@@ -61,11 +61,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from imgpref.outdir import prepare_out_dir
     from pipelines.pairs.config import PairsConfig
     from pipelines.pairs.errors import PairsError
-    from pipelines.pairs.generate import generate_pairs, process_state
 
     config = load_cli_config(PairsConfig, args, "the dataset folder (new, empty, or an earlier run to resume)")
     if config is None:
         return 0
+    from pipelines.pairs.generate import generate_pairs, process_state  # torch and diffusers: after the config
+
     state = process_state(config)
     out = Path(args.out)
     try:

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from imgpref.models import get_family
+from imgpref.models.registry import REFERENCE_FAMILIES
 from imgpref.models.settings import ModelSettings
-from imgpref.toy.evaluate import DEFAULT_CFG, DEFAULT_STEPS
-from imgpref.toy.world import REFERENCE_SIZE
+from imgpref.toy.world import DEFAULT_CFG, DEFAULT_STEPS, REFERENCE_SIZE
 from pipelines.pairs import corruptions as corruption_registry
 
 #: Prompt sources built into the toy world: the prompts of its train or held-out split.
@@ -164,21 +163,19 @@ class PairsConfig:
                 f"strategy {self.strategy} needs ground-truth images, which a text file of prompts has not; "
                 f"use {' / '.join(TOY_SOURCES)} or a subject manifest folder as prompts.source"
             )
-        family = get_family(self.model.family)
-        if family.takes_reference_image and kind == "text":
+        takes_reference = self.model.family in REFERENCE_FAMILIES
+        if takes_reference and kind == "text":
             raise ValueError(
                 f"model family {self.model.family!r} needs a reference image per prompt, which a text file of "
                 "prompts has not; use a subject manifest folder or toy prompts as prompts.source"
             )
         square = self.generation.height == self.generation.width
-        if kind == "toy" and (self.strategy in GT_STRATEGIES or family.takes_reference_image) and not square:
+        if kind == "toy" and (self.strategy in GT_STRATEGIES or takes_reference) and not square:
             raise ValueError(
                 "toy ground truth and reference images are square: set generation.height = generation.width"
             )
         if self.strategy in CORRUPTED_STRATEGIES:
-            corruption_registry.check_family(
-                [c.name for c in self.corruptions], self.model.family, family.takes_reference_image
-            )
+            corruption_registry.check_family([c.name for c in self.corruptions], self.model.family, takes_reference)
             for c in self.corruptions:
                 if c.name == "low_guidance" and c.params["scale"] >= self.generation.cfg:
                     raise ValueError(
