@@ -29,15 +29,13 @@ from imgpref.toy import world
 from imgpref.toy.cache import cache_root
 from imgpref.toy.model import SIZES, ToySize, build_untrained_pipeline
 
-#: Bump when the world, architecture or training changes: cached models of another version are rebuilt.
-TOY_VERSION = 1
 #: Image side of the toy world in pixels.
 IMAGE_SIZE = 32
 #: Share of training prompts replaced by the empty prompt (needed for classifier-free guidance).
 EMPTY_PROMPT_RATE = 0.1
 #: Optimiser settings measured on this world: 4e-3 for the transformer learned colour and shape clearly
-#: faster than 2e-3 at the same step budget (shared/notes/toy-world-measurements.md for the rest).
-VAE_LR, TRANSFORMER_LR = 2e-3, 4e-3
+#: faster than 2e-3 at the same step budget (the autoencoder's rate is per size: ToySize.vae_lr).
+TRANSFORMER_LR = 4e-3
 ADAM_BETAS, WEIGHT_DECAY, GRAD_CLIP, WARMUP_STEPS = (0.9, 0.99), 0.01, 1.0, 50
 #: Weight of the L1 term of the autoencoder loss (sharper edges than MSE alone).
 L1_WEIGHT = 0.5
@@ -45,9 +43,16 @@ L1_WEIGHT = 0.5
 ENCODE_BATCH = 256
 
 
+def toy_size(size: str) -> ToySize:
+    """The spec of a toy size by name, or an error listing the sizes."""
+    if size not in SIZES:
+        raise ValueError(f"unknown toy size {size!r}; choose one of {', '.join(SIZES)}")
+    return SIZES[size]
+
+
 def toy_model_dir(size: str = "small", seed: int = 0) -> Path:
-    """Cache folder of a toy model: keyed by version, size and seed."""
-    return cache_root() / f"toy-v{TOY_VERSION}-{size}-seed{seed}"
+    """Cache folder of a toy model: keyed by the size's version, the size and the seed."""
+    return cache_root() / f"toy-v{toy_size(size).version}-{size}-seed{seed}"
 
 
 def ensure_toy_model(size: str = "small", seed: int = 0, *, progress: bool = True) -> Path:
@@ -95,7 +100,7 @@ def _signed(images: torch.Tensor) -> torch.Tensor:
 def train_autoencoder(adapter: FluxAdapter, images: torch.Tensor, size: ToySize, seed: int, progress: bool) -> float:
     """Fit the VAE to reconstruct renders; returns the final loss."""
     vae = adapter.pipe.vae.train().requires_grad_(True)
-    opt, sched = _optimizer(vae.parameters(), VAE_LR, size.vae_steps)
+    opt, sched = _optimizer(vae.parameters(), size.vae_lr, size.vae_steps)
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(range(size.vae_steps), desc="toy build: autoencoder", disable=not progress, unit="step")
     for _ in bar:
@@ -155,9 +160,7 @@ def train_transformer(
 
 def build_toy_model(size: str, seed: int, dest: str | Path, *, progress: bool = True) -> dict:
     """Train a toy model and save it to ``dest`` (written aside, then renamed: never half-written)."""
-    if size not in SIZES:
-        raise ValueError(f"unknown toy size {size!r}; choose one of {', '.join(SIZES)}")
-    spec, dest = SIZES[size], Path(dest)
+    spec, dest = toy_size(size), Path(dest)
     times: dict[str, float] = {}
     start = time.perf_counter()
     adapter = FluxAdapter(build_untrained_pipeline(spec, seed))
@@ -172,7 +175,7 @@ def build_toy_model(size: str, seed: int, dest: str | Path, *, progress: bool = 
     times["transformer_s"] = time.perf_counter() - start - sum(times.values())
 
     report = {
-        "version": TOY_VERSION,
+        "version": spec.version,
         "size": size,
         "seed": seed,
         "image_size": IMAGE_SIZE,

@@ -26,8 +26,13 @@ class ToySize:
 
     name: str
     """``micro`` (tests, about a minute) or ``small`` (the demo's model, a few minutes)."""
+    version: int
+    """Bumped when this size's architecture or training changes (or the world's): the cache folder is
+    keyed by it, so a model built by another version is rebuilt instead of reused."""
     vae_channels: tuple[int, ...]
     """AutoencoderKL block widths; two blocks = 2× downsampling (32 px → 16×16 latents)."""
+    vae_lr: float
+    """Peak AdamW learning rate of the autoencoder."""
     text_dim: int
     """Width of the frozen random CLIP and T5 text encoders."""
     double_blocks: int
@@ -49,7 +54,9 @@ class ToySize:
 SIZES = {
     "micro": ToySize(
         name="micro",
-        vae_channels=(16, 32),
+        version=2,
+        vae_channels=(16, 16),
+        vae_lr=5e-3,
         text_dim=32,
         double_blocks=1,
         single_blocks=1,
@@ -62,7 +69,9 @@ SIZES = {
     ),
     "small": ToySize(
         name="small",
+        version=1,
         vae_channels=(16, 32),
+        vae_lr=2e-3,
         text_dim=64,
         double_blocks=2,
         single_blocks=2,
