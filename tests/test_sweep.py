@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,17 @@ def test_presets_load(monkeypatch):
     for preset in sorted((REPO / "configs" / "sweeps").glob("*.yaml")):
         config = load_config(SweepConfig, preset)
         assert len(expand_grid(config)) >= 2, preset.name
+
+
+def test_cli_reports_a_bad_run_config_before_loading_torch(tmp_path):
+    """A typo in the sweep file's base section (not only in --set) is reported before the runner's imports."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("base:\n  dpo:\n    bta: 3\ngrid:\n  dpo.beta: [10, 100]\n")
+    code = (
+        "import sys\nfrom imgpref.cli import main\n"
+        f"rc = main(['sweep', '--config', {str(sweep)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+        "print(rc, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["2", "False"]
+    assert "unknown key 'dpo.bta' (did you mean 'beta'?)" in proc.stderr and not (tmp_path / "out").exists()

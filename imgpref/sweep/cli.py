@@ -20,9 +20,11 @@ command on the same --out resumes: finished runs are skipped, an interrupted run
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from imgpref.config import load_config
     from imgpref.sweep.config import SweepConfig
+    from imgpref.sweep.grid import expand_grid
 
     config = load_config(SweepConfig, args.config, args.set)
-    from imgpref.sweep.run import run_sweep  # torch and diffusers: after the config
+    expand_grid(config)  # every run's DPO config is checked before torch and diffusers load
+    from imgpref.sweep.run import run_sweep
 
     summary = run_sweep(config, args.out, progress=not args.quiet)
     print(f"sweep: best run {summary['best']}; report in {Path(args.out) / 'report.html'}")
