@@ -47,6 +47,7 @@ from imgpref.artifacts.inject import (
 )
 from imgpref.artifacts.measure import image_flags, image_scores, measure
 from imgpref.artifacts.synthetic import FAMILIES, clean_image
+from imgpref.config import HelpFormatter
 
 SIZES = (64, 128, 256, 512)
 SIZE_WEIGHTS = (0.2, 0.3, 0.35, 0.15)  # 512 px is slow-ish; most images are mid-sized
@@ -505,7 +506,7 @@ def diversity_table(div: dict, threshold: float, rng: np.random.Generator) -> st
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sets: a smoke test (~30 s), noisy numbers")
     parser.add_argument("--out", type=Path, default=None, help="also write calibration.md and calibration.json here")
     args = parser.parse_args(argv)

@@ -40,6 +40,7 @@ from PIL import Image
 from datasets_tools import defects, synthetic
 from datasets_tools.config import ScanConfig
 from datasets_tools.scan import scan_folder
+from imgpref.config import HelpFormatter
 
 PAD_COLORS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "near-black": (16, 16, 16)}
 PAD_WIDTHS = (0.03, 0.06, 0.12, 0.2)
@@ -321,11 +322,11 @@ def throughput(short_sides: list[int], n: int, seed: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--subjects", type=int, default=12)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
+    parser.add_argument("--subjects", type=int, default=12, help="synthetic subjects")
     parser.add_argument("--shots", type=int, default=10, help="clean shots per subject")
     parser.add_argument("--size", type=int, default=512, help="short side of the photos")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic photo set")
     parser.add_argument(
         "--keep", type=Path, help="also keep the generated folder and scan records here (with --rescan: the records)"
     )

@@ -29,6 +29,8 @@ import time
 
 import torch
 
+from imgpref.config import HelpFormatter
+
 VARIANTS = ("ours", "naive")
 #: Dense bf16 peak of an H100/H200 SXM (FLOP/s), for MFU.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
@@ -170,16 +172,16 @@ def run_variant(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     models = "tiny, toy-small, flux-wide, flux-full"
     parser.add_argument("--model", nargs="+", default=["tiny", "toy-small"], help=models)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels")
     parser.add_argument("--batch", type=int, default=8, help="pairs per step")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # one variant (subprocess)
     args = parser.parse_args()
     if args.variant:

@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from imgpref.config import HelpFormatter
 from imgpref.models import load_model
 from imgpref.models.base import index_cond
 from imgpref.models.lora import attach_lora
@@ -82,8 +83,8 @@ def bench(name: str, samples: int, steps: int, chunk: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), help="models to time")
     parser.add_argument("--samples", type=int, default=32, help="images per rollout")
     parser.add_argument("--steps", type=int, default=8, help="sampling steps (all in the SDE window)")
     parser.add_argument("--chunk", type=int, default=16, help="samples per forward (rollout and training alike)")

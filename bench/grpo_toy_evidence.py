@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
+from imgpref.config import HelpFormatter
 from imgpref.rewards.format import luma_band_reward, mean_luma
 from imgpref.toy.evaluate import eval_set, generate_for
 from imgpref.toy.judge import ATTRIBUTE_NAMES, judge_batch
@@ -238,9 +239,9 @@ def part_gdpo(args: argparse.Namespace) -> None:
 
 def main() -> None:
     torch.set_num_threads(1)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for runs and evaluations (not the repo)")
-    parser.add_argument("--part", choices=("judge", "dense", "gdpo", "all"), default="all")
+    parser.add_argument("--part", choices=("judge", "dense", "gdpo", "all"), default="all", help="which runs")
     parser.add_argument("--n", type=int, default=256, help="held-out evaluation samples per model and CFG")
     parser.add_argument("--eval-seed", type=int, default=1, help="evaluation seed (validation during training uses 0)")
     parser.add_argument(

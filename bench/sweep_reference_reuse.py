@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from pair_folders import make_pair_folder
 
-from imgpref.config import load_config
+from imgpref.config import HelpFormatter, load_config
 from imgpref.sweep.config import SweepConfig
 from imgpref.sweep.run import run_sweep
 
@@ -48,14 +48,14 @@ def sweep(args: argparse.Namespace, root: Path, reuse: bool, betas: list[float])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(MODELS), default="toy-micro")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), default="toy-micro", help="model of every run")
     parser.add_argument("--runs", type=int, default=4, help="K: runs in the sweep (betas 10, 100, 1000, ...)")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--pairs", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=30, help="steps per run")
+    parser.add_argument("--batch", type=int, default=8, help="pairs per step")
+    parser.add_argument("--pairs", type=int, default=64, help="pairs in the synthetic pair folder")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     betas = [float(10 ** (1 + i)) for i in range(args.runs)]

@@ -9,6 +9,7 @@ outside a ``Literal``'s choices. Validation that needs several fields lives in e
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import types
@@ -256,6 +257,10 @@ def save_config(config: Any, path: str | Path) -> Path:
 def config_yaml(config: Any) -> str:
     """The resolved config as YAML text: every key, defaults included."""
     return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` that keeps the description's line breaks and shows each option's default."""
 
 
 #: Help of the ``--print-config`` flag of the commands that take ``--config`` and ``--set``.

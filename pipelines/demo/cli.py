@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from imgpref.config import HelpFormatter
+
 DEMO_HELP = (
     "toy model -> self-play pairs -> Diffusion-DPO LoRA -> before/after report "
     "(2 CPU cores: ~7 min, ~13 with the first toy build)"
@@ -43,17 +45,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's line breaks and shows each option's default."""
-
-
 def add_demo_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``imgpref demo``."""
     from pipelines.demo.settings import DemoSettings
 
     d = DemoSettings()
     defaults = {f.name: getattr(d, f.name) for f in dataclasses.fields(d)}
-    demo = sub.add_parser("demo", help=DEMO_HELP, description=DEMO_DESCRIPTION, formatter_class=_HelpFormatter)
+    demo = sub.add_parser("demo", help=DEMO_HELP, description=DEMO_DESCRIPTION, formatter_class=HelpFormatter)
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     demo.add_argument("--size", choices=("small", "micro"), default=defaults["toy_size"], help="toy model size")
     demo.add_argument("--pairs", type=int, default=defaults["pairs"], help="preference pairs to generate")
