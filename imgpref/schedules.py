@@ -63,7 +63,7 @@ class DDPMSchedule:
         ``randint(0, T)`` does (``round(t·(T−1))`` would give steps 0 and T−1 half weight), and
         ``t = k/(T−1)`` maps back to exactly ``k``, which the DDIM rollout relies on."""
         total = self.num_train_timesteps
-        return torch.floor(t.double() * total).long().clamp(0, total - 1)
+        return torch.floor(t.float() * total).long().clamp(0, total - 1)
 
     def _alpha_sigma(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         abar = self.alphas_cumprod.to(x.device)[self.model_timestep(t).to(x.device)]
