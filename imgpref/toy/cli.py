@@ -7,7 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
+from imgpref.config import HelpFormatter
 from imgpref.toy.cache import TOY_SIZES
+from imgpref.toy.world import DEFAULT_CFG, DEFAULT_STEPS
 
 BUILD_HELP = "train (or fetch from the cache) the toy FLUX-family model; prints its folder"
 EVAL_HELP = "judge a model (optionally with a LoRA) on held-out toy prompts; writes eval.json and a grid"
@@ -74,31 +76,27 @@ def add_toy_commands(sub: argparse._SubParsersAction) -> None:
     toy = sub.add_parser("toy", help=toy_help, description=toy_help)
     toy_sub = toy.add_subparsers(dest="toy_command", metavar="SUBCOMMAND", title="subcommands", required=True)
 
-    build = toy_sub.add_parser("build", help=BUILD_HELP, description=BUILD_HELP)
-    build.add_argument(
-        "--size", choices=TOY_SIZES, default="small", help="micro: tests (~1.5 min); small: the demo's (default)"
-    )
-    build.add_argument("--seed", type=int, default=0, help="seed of data, init and training (default 0)")
-    build.add_argument("--out", type=Path, help="also copy the model here (default: only the cache)")
+    build = toy_sub.add_parser("build", help=BUILD_HELP, description=BUILD_HELP, formatter_class=HelpFormatter)
+    build.add_argument("--size", choices=TOY_SIZES, default="small", help="micro: tests (~1.5 min); small: the demo's")
+    build.add_argument("--seed", type=int, default=0, help="seed of data, init and training")
+    build.add_argument("--out", type=Path, help="also copy the model here (without it: only the cache)")
     build.set_defaults(handler=_cmd_build)
 
-    ev = toy_sub.add_parser("eval", help=EVAL_HELP, description=EVAL_HELP)
-    ev.add_argument("--model", default="toy", help="pipeline folder, or 'toy' for the cached toy model (default)")
-    ev.add_argument("--size", choices=TOY_SIZES, default="small", help="toy size when --model toy (default small)")
+    ev = toy_sub.add_parser("eval", help=EVAL_HELP, description=EVAL_HELP, formatter_class=HelpFormatter)
+    ev.add_argument("--model", default="toy", help="pipeline folder, or 'toy' for the cached toy model")
+    ev.add_argument("--size", choices=TOY_SIZES, default="small", help="toy size when --model toy")
     ev.add_argument(
         "--toy-seed",
         type=int,
         default=0,
-        help="build seed of the toy model when --model toy (default 0: the model recipes get from model.path=toy)",
+        help="build seed of the toy model when --model toy (0: the model recipes get from model.path=toy)",
     )
     ev.add_argument("--lora", help="LoRA folder saved by imgpref (diffusers format) to load on top")
-    ev.add_argument("--n", type=int, default=256, help="number of (prompt, noise seed) samples (default 256)")
-    ev.add_argument(
-        "--seed", type=int, default=0, help="evaluation seed: same seed, same prompts and noise (default 0)"
-    )
-    ev.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
-    ev.add_argument("--steps", type=int, default=16, help="sampling steps (default 16)")
-    ev.add_argument("--batch-size", type=int, default=64, help="images per generation batch (default 64)")
-    ev.add_argument("--device", default="cpu", help="cpu or cuda (default cpu: the toy model is small)")
+    ev.add_argument("--n", type=int, default=256, help="number of (prompt, noise seed) samples")
+    ev.add_argument("--seed", type=int, default=0, help="evaluation seed: same seed, same prompts and noise")
+    ev.add_argument("--cfg", type=float, default=DEFAULT_CFG, help="classifier-free guidance scale")
+    ev.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampling steps")
+    ev.add_argument("--batch-size", type=int, default=64, help="images per generation batch")
+    ev.add_argument("--device", default="cpu", help="cpu or cuda (the toy model is small: cpu is enough)")
     ev.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     ev.set_defaults(handler=_cmd_eval)
