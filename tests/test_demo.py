@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+from imgpref.config import load_config
 from imgpref.toy.evaluate import EVAL_KEYS
-from pipelines.demo.run import run_demo
+from pipelines.demo.run import _pairs_config, run_demo
 from pipelines.demo.settings import DemoSettings
+from pipelines.pairs.config import PairsConfig
 
 
 def test_demo_writes_report_and_summary_and_resumes(toy_micro, tmp_path):
@@ -25,3 +28,9 @@ def test_demo_writes_report_and_summary_and_resumes(toy_micro, tmp_path):
     again = run_demo(out, settings)
     assert again["base"] == summary["base"] and again["tuned"] == summary["tuned"]
     assert again["seconds"]["pairs"] < summary["seconds"]["pairs"]
+
+
+def test_demo_pairs_are_the_toy_ranked_preset():
+    """The preset documents the demo's preference data; the two must not drift apart."""
+    preset = Path(__file__).resolve().parents[1] / "configs/pairs/toy_ranked.yaml"
+    assert _pairs_config(DemoSettings(), "toy") == load_config(PairsConfig, preset)

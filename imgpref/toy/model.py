@@ -30,7 +30,10 @@ class ToySize:
     """Bumped when this size's architecture or training changes (or the world's): the cache folder is
     keyed by it, so a model built by another version is rebuilt instead of reused."""
     vae_channels: tuple[int, ...]
-    """AutoencoderKL block widths; two blocks = 2× downsampling (32 px → 16×16 latents)."""
+    """AutoencoderKL block widths; n blocks = 2^(n−1)× downsampling (two: 32 px → 16×16 latents, 64
+    tokens after FLUX's 2×2 packing; three: 8×8 latents, 16 tokens)."""
+    latent_channels: int
+    """Latent channels of the autoencoder (the transformer's tokens are 4× as wide after packing)."""
     vae_lr: float
     """Peak AdamW learning rate of the autoencoder."""
     text_dim: int
@@ -56,6 +59,7 @@ SIZES = {
         name="micro",
         version=2,
         vae_channels=(16, 16),
+        latent_channels=4,
         vae_lr=5e-3,
         text_dim=32,
         double_blocks=1,
@@ -69,16 +73,17 @@ SIZES = {
     ),
     "small": ToySize(
         name="small",
-        version=1,
-        vae_channels=(16, 32),
-        vae_lr=2e-3,
+        version=2,
+        vae_channels=(16, 16, 32),
+        latent_channels=16,
+        vae_lr=5e-3,
         text_dim=64,
         double_blocks=2,
         single_blocks=2,
         heads=4,
         renders=16384,
-        vae_steps=650,
-        transformer_steps=850,
+        vae_steps=800,
+        transformer_steps=1000,
         batch=32,
     ),
 }
@@ -87,8 +92,6 @@ SIZES = {
 HEAD_DIM = 32
 #: RoPE axes (image index, row, column); they must sum to the head dimension.
 ROPE_AXES = (4, 14, 14)
-#: Latent channels of the toy autoencoder (packed 2×2 into 16-channel tokens, as FLUX does).
-LATENT_CHANNELS = 4
 
 
 def build_untrained_pipeline(size: ToySize, seed: int) -> FluxPipeline:
@@ -99,7 +102,7 @@ def build_untrained_pipeline(size: ToySize, seed: int) -> FluxPipeline:
         text_tokens=TEXT_TOKENS,
         text_dim=size.text_dim,
         vae_channels=size.vae_channels,
-        latent_channels=LATENT_CHANNELS,
+        latent_channels=size.latent_channels,
         double_blocks=size.double_blocks,
         single_blocks=size.single_blocks,
         heads=size.heads,

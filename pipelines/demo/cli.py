@@ -10,13 +10,14 @@ from imgpref.config import HelpFormatter
 
 DEMO_HELP = (
     "toy model -> self-play pairs -> Diffusion-DPO LoRA -> before/after report "
-    "(2 CPU cores: ~7 min, ~13 with the first toy build)"
+    "(2 CPU cores: ~4 min, ~9 with the first toy build)"
 )
 DEMO_DESCRIPTION = f"""{DEMO_HELP}.
 
-Builds (once) the toy FLUX-family model, generates preference pairs (winner from the full prompt,
-loser from a corrupted one, same noise), trains a DPO LoRA, judges base and tuned models on the same
-held-out prompts and noise seeds, and writes OUT/report.md, OUT/report.html and OUT/summary.json.
+Builds (once) the toy FLUX-family model, generates preference pairs (the best against the worst of 4
+of its own images of each prompt, ranked by the toy judge), trains a DPO LoRA, judges base and tuned
+models on the same held-out prompts and noise seeds, and writes OUT/report.md, OUT/report.html and
+OUT/summary.json.
 Running it again on the same --out resumes where it stopped.
 """
 

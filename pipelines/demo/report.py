@@ -70,7 +70,8 @@ def write_report(out: Path, summary: dict[str, Any]) -> None:
     base, tuned, test = summary["base"], summary["tuned"], summary["all_correct_test"]
     settings = summary["settings"]
     header = (
-        f"Model: toy `{settings['toy_size']}` ({settings['model']}). Pairs: {settings['pairs']}. "
+        f"Model: toy `{settings['toy_size']}` ({settings['model']}). Pairs: {settings['pairs']} "
+        f"({settings['strategy']}, generated at CFG {settings['pair_cfg']:g}). "
         f"DPO: β = {settings['beta']:g} ({settings['convention']} convention), SFT weight "
         f"{settings['sft_weight']:g}, {settings['steps']} steps, "
         f"lr {settings['lr']:g}, LoRA rank {settings['rank']}."

@@ -1,7 +1,8 @@
 """``imgpref demo``: the whole loop on the toy world in one command.
 
 1. the toy model (built once and cached);
-2. self-play pairs: winner from the full prompt, loser from a corrupted one, same initial noise
+2. self-play pairs: by default the best against the worst of a few images of the full prompt, ranked
+   by the judge (or winner from the full prompt, loser from a corrupted one, same initial noise)
    (:func:`pipelines.pairs.generate.generate_pairs`);
 3. Diffusion-DPO on a LoRA (:func:`imgpref.train.dpo.train_dpo`);
 4. base and tuned models judged on the same held-out (prompt, noise seed) samples;
@@ -50,9 +51,11 @@ def _pairs_config(s: DemoSettings, model_path: str) -> PairsConfig:
         f"prompts.seed={s.seed}",
         f"generation.seed={s.seed}",
         "generation.batch_size=64",
-        "strategy=generated_vs_corrupted",
+        f"generation.cfg={s.pair_cfg}",
+        f"generation.candidates={s.candidates}",
+        f"strategy={s.strategy}",
         f"report.filter_not_better={str(s.filter_not_better).lower()}",
-        f"corruptions={json.dumps(s.corruptions)}",
+        f"corruptions={json.dumps(s.corruptions if s.strategy != 'ranked_generated' else [])}",
     ]
     return load_config(PairsConfig, None, overrides)
 
@@ -117,7 +120,12 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None) -> dict[
     model_path = str(ensure_toy_model(s.toy_size))  # one toy model; --seed varies pairs, training, evaluation
     seconds["toy_model"] = time.perf_counter() - start
 
-    print(f"[2/4] {s.pairs} self-play pairs: winner = full prompt, loser = corrupted prompt, same noise")
+    how = (
+        f"best against worst of {s.candidates} images of the full prompt, ranked by the judge"
+        if s.strategy == "ranked_generated"
+        else "winner = full prompt, loser = corrupted prompt, same noise"
+    )
+    print(f"[2/4] {s.pairs} self-play pairs at CFG {s.pair_cfg:g}: {how}")
     tick = time.perf_counter()
     pairs_dir = out / "pairs"
     pair_summary = generate_pairs(_pairs_config(s, model_path), pairs_dir)
@@ -162,7 +170,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None) -> dict[
             "toy_size": s.toy_size,
             "model": model_path,
             "pairs": s.pairs,
-            "corruptions": s.corruptions,
+            "strategy": s.strategy,
+            "candidates": s.candidates,
+            "pair_cfg": s.pair_cfg,
+            "corruptions": s.corruptions if s.strategy != "ranked_generated" else [],
             "filter_not_better": s.filter_not_better,
             "beta": s.beta,
             "sft_weight": s.sft_weight,
