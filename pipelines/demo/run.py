@@ -37,10 +37,15 @@ from imgpref.train.metrics_log import read_metrics
 from imgpref.train.plots import plot_dpo_curves
 from pipelines.demo.report import paired_test, side_by_side, write_report
 from pipelines.demo.settings import DemoSettings
-from pipelines.pairs.config import PairsConfig
+from pipelines.pairs.config import CORRUPTED_STRATEGIES, PairsConfig
 from pipelines.pairs.generate import generate_pairs
 
 COMMAND = "demo"
+
+
+def _corruptions(s: DemoSettings) -> list[dict[str, Any]]:
+    """The loser corruptions the chosen strategy uses (none for ranked pairs)."""
+    return s.corruptions if s.strategy in CORRUPTED_STRATEGIES else []
 
 
 def _pairs_config(s: DemoSettings, model_path: str) -> PairsConfig:
@@ -55,7 +60,7 @@ def _pairs_config(s: DemoSettings, model_path: str) -> PairsConfig:
         f"generation.candidates={s.candidates}",
         f"strategy={s.strategy}",
         f"report.filter_not_better={str(s.filter_not_better).lower()}",
-        f"corruptions={json.dumps(s.corruptions if s.strategy != 'ranked_generated' else [])}",
+        f"corruptions={json.dumps(_corruptions(s))}",
     ]
     return load_config(PairsConfig, None, overrides)
 
@@ -120,11 +125,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None) -> dict[
     model_path = str(ensure_toy_model(s.toy_size))  # one toy model; --seed varies pairs, training, evaluation
     seconds["toy_model"] = time.perf_counter() - start
 
-    how = (
-        f"best against worst of {s.candidates} images of the full prompt, ranked by the judge"
-        if s.strategy == "ranked_generated"
-        else "winner = full prompt, loser = corrupted prompt, same noise"
-    )
+    how = {
+        "ranked_generated": f"best against worst of {s.candidates} images of the full prompt, ranked by the judge",
+        "generated_vs_corrupted": "winner = full prompt, loser = corrupted prompt, same noise",
+    }.get(s.strategy, s.strategy)
     print(f"[2/4] {s.pairs} self-play pairs at CFG {s.pair_cfg:g}: {how}")
     tick = time.perf_counter()
     pairs_dir = out / "pairs"
@@ -173,7 +177,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None) -> dict[
             "strategy": s.strategy,
             "candidates": s.candidates,
             "pair_cfg": s.pair_cfg,
-            "corruptions": s.corruptions if s.strategy != "ranked_generated" else [],
+            "corruptions": _corruptions(s),
             "filter_not_better": s.filter_not_better,
             "beta": s.beta,
             "sft_weight": s.sft_weight,
