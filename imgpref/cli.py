@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_name(args: argparse.Namespace) -> str:
+    """The command as typed, subcommand included ("imgpref toy eval"), for one-line messages."""
+    sub = getattr(args, f"{args.command}_command", None)
+    return " ".join(["imgpref", args.command, *([sub] if sub else [])])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -89,10 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Problems with the user's input: one clear line, no traceback (IMGPREF_DEBUG=1 shows it).
         if os.environ.get("IMGPREF_DEBUG"):
             raise
-        print(f"imgpref {args.command}: error: {err}", file=sys.stderr)
+        print(f"{command_name(args)}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"imgpref {args.command}: interrupted", file=sys.stderr)
+        print(f"{command_name(args)}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +36,9 @@ def pairs(tmp_path_factory) -> Path:
     return make_pair_folder(tmp_path_factory.mktemp("pairs"), 12)
 
 
-def config(pairs: Path, tmp_path: Path, *overrides: str) -> DPOConfig:
-    base = [
+def tiny_overrides(pairs: Path, tmp_path: Path) -> list[str]:
+    """The ``--set`` values of a short DPO run of the tiny FLUX model on ``pairs``."""
+    return [
         f"data.path={pairs}",
         "model.path=tiny",
         "model.device=cpu",
@@ -46,7 +50,10 @@ def config(pairs: Path, tmp_path: Path, *overrides: str) -> DPOConfig:
         "optim.lr=1e-3",
         "dpo.beta=500",
     ]
-    return load_config(DPOConfig, None, [*base, *overrides])
+
+
+def config(pairs: Path, tmp_path: Path, *overrides: str) -> DPOConfig:
+    return load_config(DPOConfig, None, [*tiny_overrides(pairs, tmp_path), *overrides])
 
 
 def final_lora(out: Path) -> dict[str, torch.Tensor]:
@@ -143,6 +150,36 @@ def test_resume_refuses_a_changed_config(pairs, tmp_path):
         train_dpo(config(pairs, tmp_path, "train.max_steps=2", "dpo.beta=9"), out, progress=False)
 
 
+def test_sigterm_saves_and_the_same_command_resumes(pairs, tmp_path):
+    """A real SIGTERM to the CLI mid-run: checkpoint saved, exit 143, no final LoRA; the same command
+    (with max_steps, which may change on resume, set just past the stop) continues and finishes."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "imgpref.cli", "train", "dpo", "--quiet", "--out", str(out)]
+    cmd += [x for kv in tiny_overrides(pairs, tmp_path) for x in ("--set", kv)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(
+        [*cmd, "--set", "train.max_steps=100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    deadline = time.monotonic() + 300
+    metrics = out / "metrics.jsonl"
+    while not metrics.is_file() or metrics.read_text().count("\n") < 2:  # training is under way (whole lines)
+        assert run.poll() is None, run.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no training step within 300 s"
+        time.sleep(0.1)
+    run.send_signal(signal.SIGTERM)
+    log = run.communicate(timeout=300)[0]
+    assert run.returncode == 143, log[-3000:]
+    said = re.search(r"stopped at step (\d+): checkpoint saved", log)
+    assert said, log[-3000:]
+    stopped = int(said.group(1))
+    assert stopped >= 1 and any((out / "checkpoints").iterdir()) and not (out / "lora").exists()
+
+    resumed = subprocess.run([*cmd, "--set", f"train.max_steps={stopped + 2}"], capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [row["step"] for row in read_metrics(out) if "loss" in row] == list(range(1, stopped + 3))
+    assert set(final_lora(out))
+
+
 def test_nonfinite_loss_skips_then_aborts(pairs, tmp_path, monkeypatch):
     import imgpref.train.dpo as recipe
 
@@ -195,6 +232,7 @@ def test_cli_trains_and_reports_bad_input_in_one_line(pairs, tmp_path):
     cmd = [sys.executable, "-m", "imgpref.cli", "train", "dpo", "--quiet", "--out", str(tmp_path / "bad")]
     bad = subprocess.run([*cmd, "--set", "dpo.beta=-1", "--set", f"data.path={pairs}"], capture_output=True, text=True)
     assert bad.returncode == 2 and "dpo.beta must be > 0" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("imgpref train dpo: error: ")
     missing = subprocess.run([*cmd, "--set", f"data.path={tmp_path}"], capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and "no metadata.jsonl" in missing.stderr
 

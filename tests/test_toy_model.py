@@ -66,7 +66,7 @@ def test_eval_refuses_non_empty_out(toy_micro, tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     cmd = [sys.executable, "-m", "imgpref.cli", "toy", "eval", "--model", str(toy_micro), "--out", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 2 and "not empty" in proc.stderr
+    assert proc.returncode == 2 and "not empty" in proc.stderr and proc.stderr.startswith("imgpref toy eval: error: ")
     assert (tmp_path / "keep.txt").read_text() == "x"
 
 
