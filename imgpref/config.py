@@ -27,6 +27,17 @@ class ConfigError(ValueError):
     """A config file or override does not fit the config's dataclasses."""
 
 
+def require_min(section: str, settings: Any, low: float, *fields: str, strict: bool = False, note: str = "") -> None:
+    """Lower bounds of a config section's fields: the first field below ``low`` (or equal to it when
+    ``strict``) raises one message naming it and the value given,
+    ``"<section>.<field> must be >= <low> (<note>), got <value>"``."""
+    for name in fields:
+        value = getattr(settings, name)
+        if not (value > low if strict else value >= low):
+            rule = f"{'>' if strict else '>='} {low:g}" + (f" ({note})" if note else "")
+            raise ValueError(f"{section}.{name} must be {rule}, got {value!r}")
+
+
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))

@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 
-from imgpref.config import ConfigError, load_config, save_config
+from imgpref.config import ConfigError, load_config, require_min, save_config
 from imgpref.models.settings import LoraSettings, ModelSettings
 
 
@@ -105,6 +105,17 @@ def test_post_init_validation_names_section():
         load_config(Root, None, ["lora.rank=0"])
     with pytest.raises(ConfigError, match="model.family must be one of flux, flux-kontext"):
         load_config(Root, None, ["model.family=dalle"])
+
+
+def test_lower_bounds_name_the_first_bad_field_and_its_value():
+    train = Train(lr=-1.0, steps=0)
+    require_min("train", train, 0, "steps")  # 0 >= 0
+    with pytest.raises(ValueError, match=r"^train.steps must be > 0 \(0 = off\), got 0$"):
+        require_min("train", train, 0, "steps", strict=True, note="0 = off")
+    with pytest.raises(ValueError, match=r"^train.lr must be >= 0, got -1.0$"):
+        require_min("train", train, 0, "lr", "steps")
+    with pytest.raises(ValueError, match="train.lr must be >= 0, got nan"):
+        require_min("train", Train(lr=float("nan")), 0, "lr")
 
 
 def test_missing_file(tmp_path):

@@ -458,6 +458,15 @@ def test_config_errors_say_how_to_fix():
         tiny_config("rewards=[{name: nope}]")
     with pytest.raises(ConfigError, match="resolution is required"):
         load_config(GRPOConfig, None, ["model.path=tiny"])
+    for bad, said in [
+        ("grpo.clip_range=2", r"grpo.clip_range must lie in \(0, 1\) .*got 2"),
+        ("grpo.adv_eps=0", "grpo.adv_eps must be > 0, got 0"),
+        ("grpo.kl_beta=-1", "grpo.kl_beta must be >= 0 .*got -1"),
+        ("grpo.inner_epochs=0", "grpo.inner_epochs must be >= 1, got 0"),
+        ("rollout.cfg=0.5", "rollout.cfg must be >= 1 .*got 0.5"),
+    ]:
+        with pytest.raises(ConfigError, match=said):  # the field and the value given, one message each
+            tiny_config(bad)
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):

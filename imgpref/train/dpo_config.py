@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from imgpref.artifacts.defaults import GuardSettings
+from imgpref.config import require_min
 from imgpref.models.settings import LoraSettings, ModelSettings
 from imgpref.train.settings import OptimSettings, RunSettings
 
@@ -28,8 +29,8 @@ class PairDataSettings:
     """Use only the first N pairs (0 = all); handy for smoke runs."""
 
     def __post_init__(self) -> None:
-        if self.resolution < 0 or self.encode_batch_size < 1 or self.limit < 0:
-            raise ValueError("data.resolution and data.limit must be >= 0, data.encode_batch_size >= 1")
+        require_min("data", self, 0, "resolution", "limit")
+        require_min("data", self, 1, "encode_batch_size")
 
 
 @dataclass
@@ -59,10 +60,9 @@ class DPOSettings:
     def __post_init__(self) -> None:
         if not self.beta > 0:
             raise ValueError(f"dpo.beta must be > 0 (typical: 10 to 5000), got {self.beta}")
-        if self.loser_weight < 0 or self.sft_weight < 0:
-            raise ValueError("dpo.loser_weight and dpo.sft_weight must be >= 0")
-        if self.logit_std <= 0 or self.timestep_buckets < 1:
-            raise ValueError("dpo.logit_std must be > 0 and dpo.timestep_buckets >= 1")
+        require_min("dpo", self, 0, "loser_weight", "sft_weight")
+        require_min("dpo", self, 0, "logit_std", strict=True)
+        require_min("dpo", self, 1, "timestep_buckets")
 
 
 @dataclass
@@ -87,8 +87,8 @@ class ValidationSettings:
     """Seed of the validation noise (same in every run, so runs compare image by image)."""
 
     def __post_init__(self) -> None:
-        if self.every < 0 or self.num_prompts < 1 or self.seeds_per_prompt < 1 or self.steps < 1 or self.size < 0:
-            raise ValueError("validation.every and size must be >= 0; num_prompts, seeds_per_prompt, steps >= 1")
+        require_min("validation", self, 0, "every", "size")
+        require_min("validation", self, 1, "num_prompts", "seeds_per_prompt", "steps")
 
 
 @dataclass

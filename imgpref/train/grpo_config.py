@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from imgpref.artifacts.defaults import GuardSettings
+from imgpref.config import require_min
 from imgpref.models.settings import LoraSettings, ModelSettings
 from imgpref.rewards import RewardSpec
 from imgpref.train.dpo_config import ValidationSettings
@@ -86,8 +87,8 @@ class RolloutSettings:
             raise ValueError(f"rollout.noise_level must lie in (0, 1] for the cps sampler, got {self.noise_level}")
         if not 0 < self.eta <= 1:
             raise ValueError(f"rollout.eta must lie in (0, 1] (a stochastic DDIM step), got {self.eta}")
-        if self.cfg < 1 or self.resolution < 0:
-            raise ValueError("rollout.cfg must be >= 1 (1 = off) and rollout.resolution >= 0")
+        require_min("rollout", self, 1, "cfg", note="1 = no guidance")
+        require_min("rollout", self, 0, "resolution", note="0 = 32 on the toy model")
 
     @property
     def samples(self) -> int:
@@ -121,10 +122,11 @@ class GRPOSettings:
     """Passes over each rollout batch; the old policy is refreshed by the next rollout."""
 
     def __post_init__(self) -> None:
-        if not (self.adv_clip > 0 and self.adv_eps > 0 and 0 < self.clip_range < 1):
-            raise ValueError("grpo.adv_clip and grpo.adv_eps must be > 0 and grpo.clip_range in (0, 1)")
-        if self.kl_beta < 0 or self.inner_epochs < 1:
-            raise ValueError("grpo.kl_beta must be >= 0 and grpo.inner_epochs >= 1")
+        require_min("grpo", self, 0, "adv_clip", "adv_eps", strict=True)
+        if not 0 < self.clip_range < 1:
+            raise ValueError(f"grpo.clip_range must lie in (0, 1) (Flow-GRPO: 1e-4), got {self.clip_range}")
+        require_min("grpo", self, 0, "kl_beta", note="0 = no KL term")
+        require_min("grpo", self, 1, "inner_epochs")
 
 
 @dataclass

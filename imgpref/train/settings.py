@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from imgpref.config import require_min
+
 #: Learning-rate schedules (diffusers.optimization.get_scheduler names).
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 
@@ -33,8 +35,7 @@ class OptimSettings:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas!r}")
-        if self.warmup_steps < 0 or self.max_grad_norm < 0 or self.weight_decay < 0:
-            raise ValueError("optim.warmup_steps, optim.max_grad_norm and optim.weight_decay must be >= 0")
+        require_min("optim", self, 0, "warmup_steps", "max_grad_norm", "weight_decay")
 
 
 @dataclass
