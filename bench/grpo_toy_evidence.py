@@ -16,8 +16,9 @@ advantage (sum, then normalise) and the ``gdpo`` one (normalise per reward, sum,
 batch) at identical seeds and budget; per run: mean of both rewards on held-out prompts, the share of
 images outside the band (format violations) and ``all_correct``.
 
-Runs and evaluations land under ``--out`` (never in the repository); a part whose outputs exist is
-reused, so a second call only prints the tables. Held-out prompts are never trained on (the recipe draws
+Runs and evaluations land under ``--out``/<toy model folder> (e.g. ``toy-v2-small-seed0``; never in the
+repository), so results of different toy versions never mix; a part whose outputs exist is reused, so a
+second call only prints the tables. Held-out prompts are never trained on (the recipe draws
 from the toy ``train`` split); the evaluation uses ``--eval-seed`` 1 by default so its noise differs from
 the training runs' validation set (seed 0), which was used to pick the settings.
 
@@ -258,6 +259,11 @@ def main() -> None:
         "--gdpo-set", nargs="*", default=list(GDPO_BUDGET), help="--set overrides of the part-gdpo runs (budget)"
     )
     args = parser.parse_args()
+    from imgpref.toy.build import ensure_toy_model
+
+    model_dir = ensure_toy_model("small")  # the model every run trains (model.path: toy) and load_toy judges
+    args.out = args.out / model_dir.name
+    print(f"toy model {model_dir}; runs and evaluations in {args.out}")
     if args.part in ("judge", "all"):
         part_judge(args)
     if args.part in ("dense", "all"):
