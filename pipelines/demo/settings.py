@@ -13,8 +13,8 @@ class DemoSettings:
     The defaults are the best of the configurations measured on the toy ``small`` model (README, "The
     demo"): on-policy pairs ranked by the judge (the best against the worst of ``candidates`` images of
     the full prompt), generated without guidance, and a winner denoising term (``sft_weight``). Pairs
-    sampled at CFG 3 lowered CFG 3 fidelity in every run with the winner term we measured: training on
-    guided samples sharpens the conditional model, and sampling at CFG 3 then guides it a second time."""
+    sampled at CFG 3 lowered CFG 3 fidelity in every run with the winner term we measured (our reading,
+    untested: training on guided samples sharpens the conditional model, and CFG 3 then guides it twice)."""
 
     toy_size: str = "small"
     """Toy model size: ``small`` (the demo's model) or ``micro`` (fast smoke runs)."""
