@@ -11,10 +11,11 @@ OUT ?= runs/demo
 
 install: $(STAMP)
 
+# --no-cache-dir: torch's CUDA wheels are several GB; a second copy in pip's cache can fill a small disk.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet --no-cache-dir --upgrade "pip>=24"
+	$(PY) -m pip install --quiet --no-cache-dir -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 demo: install
