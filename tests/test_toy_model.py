@@ -12,6 +12,7 @@ from diffusers import FluxPipeline
 
 from imgpref.toy import build
 from imgpref.toy.evaluate import EVAL_KEYS, eval_set
+from imgpref.toy.kernels import pinned_settings
 
 #: Chance rates of the world: 6 colours, 4 positions, 3 backgrounds. The micro model does not yet draw
 #: shapes sharp enough for the judge (shape_acc ~0.07 < 1/4), so shape is not asserted here.
@@ -31,6 +32,13 @@ def test_reloads_with_flux_pipeline(toy_micro):
     assert out.images.shape == (1, 3, 32, 32)
     report = json.loads((toy_micro / "toy_build.json").read_text())
     assert report["size"] == "micro" and report["version"] == build.SIZES["micro"].version
+    # Built in a child process with the pinned CPU kernels, whatever this process runs with.
+    assert {k: v for k, v in report["cpu_kernels"].items() if v} == pinned_settings()
+
+
+def built_seed(folder) -> int:
+    """The build seed of a toy model folder (the tests' micro model is seed 0 unless IMGPREF_TEST_TOY_SEED)."""
+    return json.loads((folder / "toy_build.json").read_text())["seed"]
 
 
 def test_cache_hit_does_not_rebuild(toy_micro, monkeypatch):
@@ -38,7 +46,7 @@ def test_cache_hit_does_not_rebuild(toy_micro, monkeypatch):
         raise AssertionError("a cached toy model was rebuilt")
 
     monkeypatch.setattr(build, "build_toy_model", refuse)
-    assert build.ensure_toy_model("micro", seed=0) == toy_micro
+    assert build.ensure_toy_model("micro", seed=built_seed(toy_micro)) == toy_micro
 
 
 def test_eval_set_is_heldout_and_deterministic():
@@ -73,9 +81,10 @@ def test_eval_refuses_non_empty_out(toy_micro, tmp_path):
 def test_eval_seed_changes_samples_not_the_toy_model_and_a_failed_run_leaves_out_reusable(toy_micro, tmp_path):
     out = tmp_path / "eval"
     cmd = [sys.executable, "-m", "imgpref.cli", "toy", "eval", "--size", "micro", "--n", "2", "--out", str(out)]
+    cmd += ["--toy-seed", str(built_seed(toy_micro))]
     failed = subprocess.run([*cmd, "--lora", str(tmp_path / "missing")], capture_output=True, text=True)
     assert failed.returncode != 0 and not (out / "eval.json").exists()
-    # The evaluation seed picks prompts and noise; the toy model stays the seed-0 one recipes train on.
+    # The evaluation seed picks prompts and noise; the toy model stays the one --toy-seed built.
     subprocess.run([*cmd, "--seed", "1"], check=True, capture_output=True, text=True)
     assert json.loads((out / "eval.json").read_text())["settings"]["model"] == str(toy_micro)
 

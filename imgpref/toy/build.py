@@ -8,14 +8,18 @@ Two phases, both rectified-flow standard practice at toy scale:
    2024, arXiv 2403.03206) and 10 % empty prompts, so classifier-free guidance works at sampling.
 
 The text encoders stay frozen at their random init (a learned embedding was not needed). Everything
-is a function of the seed; the result is saved with ``save_pretrained`` into the cache atomically.
+is a function of the seed and the CPU kernels, which :mod:`imgpref.toy.kernels` pins by building in a
+child process; the result is saved with ``save_pretrained`` into the cache atomically.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from tqdm.auto import tqdm
 from imgpref.models.flux import FluxAdapter
 from imgpref.toy import world
 from imgpref.toy.cache import cache_root
+from imgpref.toy.kernels import PINNED_X86, kernels_pinned, pinned_settings
 from imgpref.toy.model import SIZES, ToySize, build_untrained_pipeline
 
 #: Image side of the toy world in pixels.
@@ -56,10 +61,19 @@ def toy_model_dir(size: str = "small", seed: int = 0) -> Path:
 
 
 def ensure_toy_model(size: str = "small", seed: int = 0, *, progress: bool = True) -> Path:
-    """The cached toy model's folder, building it first if it is not there."""
+    """The cached toy model's folder, building it first if it is not there (in a child process with the
+    pinned CPU kernels of :mod:`imgpref.toy.kernels`, unless this process already runs with them)."""
     path = toy_model_dir(size, seed)
-    if not (path / "model_index.json").is_file():
+    if (path / "model_index.json").is_file():
+        return path
+    if kernels_pinned():
         build_toy_model(size, seed, path, progress=progress)
+        return path
+    toy_size(size)  # an unknown size fails here, with its message, not in the child
+    cmd = [sys.executable, "-m", "imgpref.toy.build", "--size", size, "--seed", str(seed)]
+    child = subprocess.run([*cmd, *([] if progress else ["--quiet"])], env={**os.environ, **pinned_settings()})
+    if child.returncode != 0 or not (path / "model_index.json").is_file():
+        raise RuntimeError(f"the toy {size} build (seed {seed}) failed with exit code {child.returncode}; see above")
     return path
 
 
@@ -186,6 +200,7 @@ def build_toy_model(size: str, seed: int, dest: str | Path, *, progress: bool = 
             "vae": sum(p.numel() for p in adapter.pipe.vae.parameters()),
         },
         "seconds": {k: round(v, 1) for k, v in times.items()},
+        "cpu_kernels": {k: os.environ.get(k, "") for k in PINNED_X86},
     }
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -198,3 +213,18 @@ def build_toy_model(size: str, seed: int, dest: str | Path, *, progress: bool = 
     else:
         os.replace(tmp, dest)
     return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m imgpref.toy.build``: the child process of :func:`ensure_toy_model` (users run
+    ``imgpref toy build``)."""
+    parser = argparse.ArgumentParser(prog="python -m imgpref.toy.build", description=main.__doc__)
+    parser.add_argument("--size", required=True, help="toy size (micro or small)")
+    parser.add_argument("--seed", type=int, required=True, help="seed of data, init and training")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    build_toy_model(args.size, args.seed, toy_model_dir(args.size, args.seed), progress=not args.quiet)
+
+
+if __name__ == "__main__":
+    main()
