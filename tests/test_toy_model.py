@@ -93,3 +93,17 @@ def test_eval_seed_changes_samples_not_the_toy_model_and_a_failed_run_leaves_out
 def test_unknown_size_is_refused(size, tmp_path):
     with pytest.raises(ValueError, match="unknown toy size 'huge'; choose one of micro, small"):
         build.build_toy_model(size, 0, tmp_path / "m")
+
+
+def test_a_cached_model_built_with_other_kernels_is_kept_with_a_warning(toy_micro, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("IMGPREF_CACHE", str(tmp_path))
+    old = build.toy_model_dir("micro", 0)
+    old.mkdir(parents=True)
+    (old / "model_index.json").write_text("{}")
+    (old / "toy_build.json").write_text(json.dumps({"size": "micro", "seed": 0}))  # no cpu_kernels record
+    assert build.ensure_toy_model("micro", seed=0) == old
+    assert "built with other CPU kernels (not recorded)" in caplog.text and "delete the folder" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("IMGPREF_CACHE", str(toy_micro.parent))  # the tests' own build records the pinned kernels
+    assert build.ensure_toy_model("micro", seed=built_seed(toy_micro)) == toy_micro
+    assert not caplog.text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -33,6 +34,8 @@ from imgpref.toy import world
 from imgpref.toy.cache import cache_root
 from imgpref.toy.kernels import PINNED_X86, kernels_pinned, pinned_settings
 from imgpref.toy.model import SIZES, ToySize, build_untrained_pipeline
+
+logger = logging.getLogger(__name__)
 
 #: Image side of the toy world in pixels.
 IMAGE_SIZE = 32
@@ -65,6 +68,7 @@ def ensure_toy_model(size: str = "small", seed: int = 0, *, progress: bool = Tru
     pinned CPU kernels of :mod:`imgpref.toy.kernels`, unless this process already runs with them)."""
     path = toy_model_dir(size, seed)
     if (path / "model_index.json").is_file():
+        _warn_if_other_kernels(path)
         return path
     if kernels_pinned():
         build_toy_model(size, seed, path, progress=progress)
@@ -75,6 +79,20 @@ def ensure_toy_model(size: str = "small", seed: int = 0, *, progress: bool = Tru
     if child.returncode != 0 or not (path / "model_index.json").is_file():
         raise RuntimeError(f"the toy {size} build (seed {seed}) failed with exit code {child.returncode}; see above")
     return path
+
+
+def _warn_if_other_kernels(path: Path) -> None:
+    """A cached model built before the kernels were pinned (or with others) is kept, with a warning."""
+    report = path / "toy_build.json"
+    recorded = json.loads(report.read_text()).get("cpu_kernels", {}) if report.is_file() else {}
+    used = {k: v for k, v in recorded.items() if v}
+    if used != pinned_settings():
+        logger.warning(
+            "the cached toy model %s was built with other CPU kernels (%s), so it may differ from the model "
+            "other machines build from this seed; delete the folder to rebuild it",
+            path,
+            used or "not recorded",
+        )
 
 
 def render_dataset(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
