@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.imgpref-installed
 OUT ?= runs/demo
 
-.PHONY: install demo test lint clean-venv
+.PHONY: install demo test test-small lint clean-venv
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# The learning test at the demo's scale (toy small model; 5-10 min on 2 cores): not part of `make test`.
+test-small: install
+	HF_HUB_OFFLINE=1 IMGPREF_SMALL_TESTS=1 $(PY) -m pytest -q -s -m small_model
 
 lint: install
 	$(VENV)/bin/ruff check .

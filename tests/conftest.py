@@ -17,15 +17,19 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
     config.addinivalue_line("markers", "slow: longer end-to-end runs")
+    config.addinivalue_line("markers", "small_model: runs on the toy small model (opt-in: IMGPREF_SMALL_TESTS=1)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    skips = {}
+    if not torch.cuda.is_available():
+        skips["gpu"] = pytest.mark.skip(reason="needs a CUDA device")
+    if os.environ.get("IMGPREF_SMALL_TESTS") != "1":
+        skips["small_model"] = pytest.mark.skip(reason="builds and tunes the toy small model: make test-small")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
