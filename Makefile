@@ -24,7 +24,7 @@ demo: install
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-# The learning test at the demo's scale (toy small model; 5-10 min on 2 cores): not part of `make test`.
+# The learning test at the demo's scale (toy small model; 4-10 min on 2 cores): not part of `make test`.
 test-small: install
 	HF_HUB_OFFLINE=1 IMGPREF_SMALL_TESTS=1 $(PY) -m pytest -q -s -m small_model
 
