@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from imgpref.models.flux import FluxAdapter
 from imgpref.toy import world
 from imgpref.toy.cache import cache_root
-from imgpref.toy.kernels import PINNED_X86, kernels_pinned, pinned_settings
+from imgpref.toy.kernels import current_settings, kernels_pinned, pinned_settings
 from imgpref.toy.model import SIZES, ToySize, build_untrained_pipeline
 
 logger = logging.getLogger(__name__)
@@ -81,11 +81,15 @@ def ensure_toy_model(size: str = "small", seed: int = 0, *, progress: bool = Tru
     return path
 
 
+def recorded_kernels(path: Path) -> dict[str, str]:
+    """The kernel settings a toy model folder was built with (empty when not recorded)."""
+    report = path / "toy_build.json"
+    return json.loads(report.read_text()).get("cpu_kernels", {}) if report.is_file() else {}
+
+
 def _warn_if_other_kernels(path: Path) -> None:
     """A cached model built before the kernels were pinned (or with others) is kept, with a warning."""
-    report = path / "toy_build.json"
-    recorded = json.loads(report.read_text()).get("cpu_kernels", {}) if report.is_file() else {}
-    used = {k: v for k, v in recorded.items() if v}
+    used = recorded_kernels(path)
     if used != pinned_settings():
         logger.warning(
             "the cached toy model %s was built with other CPU kernels (%s), so it may differ from the model "
@@ -218,7 +222,7 @@ def build_toy_model(size: str, seed: int, dest: str | Path, *, progress: bool = 
             "vae": sum(p.numel() for p in adapter.pipe.vae.parameters()),
         },
         "seconds": {k: round(v, 1) for k, v in times.items()},
-        "cpu_kernels": {k: os.environ.get(k, "") for k in PINNED_X86},
+        "cpu_kernels": current_settings(),
     }
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -29,6 +29,11 @@ def pinned_settings() -> dict[str, str]:
     return dict(PINNED_X86) if platform.machine().lower() in ("x86_64", "amd64") else {}
 
 
+def current_settings() -> dict[str, str]:
+    """This process's values of the pinned settings' variables (unset ones left out); a build records them."""
+    return {k: os.environ[k] for k in pinned_settings() if k in os.environ}
+
+
 def kernels_pinned() -> bool:
     """Whether this process already runs with the pinned settings (so it may build in-process)."""
-    return all(os.environ.get(k) == v for k, v in pinned_settings().items())
+    return current_settings() == pinned_settings()
